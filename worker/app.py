@@ -1,0 +1,188 @@
+"""Composition root for ``loyalty-relay run``: clients, pipelines, signals, drain.
+
+Start-up order: topics → dead-letter producer → HTTP session → one pipeline per enabled
+destination → health server. Shutdown (SIGTERM/SIGINT) runs in reverse: pipelines stop
+fetching, drain in-flight work within ``drain_seconds``, commit and leave their groups; then
+the producer flushes and the session closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+import structlog
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from worker.config import Settings
+from worker.deadletter import DeadLetterWriter
+from worker.deliver.sender import DynamicAuth, Sender
+from worker.destinations.registry import REGISTRY
+from worker.kafka import ensure_topics, make_producer, start_with_retry
+from worker.observability.health import start_server
+from worker.observability.redact import Redactor
+from worker.pipeline import DestinationPipeline
+
+log = structlog.get_logger("worker.app")
+
+_BROKER_PROBE_SECONDS = 5.0
+
+
+def log_routing_table(settings: Settings) -> None:
+    rows = [
+        {"topic": topic, "event_type": event_type, "destinations": list(names)}
+        for topic, event_type, names in settings.routing_table()
+    ]
+    log.info(
+        "routing_table",
+        enabled=list(settings.enabled),
+        disabled=[n for n in REGISTRY if n not in settings.enabled],
+        rows=rows,
+    )
+
+
+def build_sender(name: str, settings: Settings, session: aiohttp.ClientSession) -> Sender:
+    destination = REGISTRY[name]
+    dest_settings = settings.destinations[name]
+    auth: DynamicAuth | None = None
+    token_rejected = None
+    if name == "kognitiv":
+        from worker.destinations.kognitiv.response import TokenRejected
+        from worker.destinations.kognitiv.token import TokenProvider
+
+        auth = TokenProvider(dest_settings, session)  # type: ignore[arg-type]
+        token_rejected = TokenRejected
+    return Sender(
+        destination,
+        dest_settings,
+        settings.delivery[name],
+        session,
+        auth=auth,
+        token_rejected=token_rejected,
+    )
+
+
+class Worker:
+    """Every enabled destination's pipeline, sharing one producer and one HTTP session."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redactor = Redactor(settings.secrets)
+        self.pipelines: list[DestinationPipeline] = []
+        self.draining = False
+        self._broker_seen = time.monotonic()
+        self._broker_ok = False
+        self.exit_code = 0
+
+    def ready(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "draining"
+        if not self._broker_ok:
+            return False, "broker unreachable"
+        waiting = [p.name for p in self.pipelines if not p.assigned]
+        if waiting or not self.pipelines:
+            return False, f"waiting for partition assignment: {', '.join(waiting)}"
+        return True, "ok"
+
+    async def run(self, stop: asyncio.Event) -> int:
+        settings = self.settings
+        kafka = settings.kafka
+        log_routing_table(settings)
+        try:
+            if kafka.create_topics:
+                await ensure_topics(kafka, kafka.topics, kafka.unreachable_exit_seconds)
+            async with contextlib.AsyncExitStack() as stack:
+                producer = make_producer(kafka)
+                await start_with_retry(producer, "producer", kafka.unreachable_exit_seconds)
+                stack.push_async_callback(producer.stop)
+                session = await stack.enter_async_context(_http_session())
+                writer = DeadLetterWriter(producer, self.redactor)
+                for index, name in enumerate(settings.enabled):
+                    pipeline = DestinationPipeline(
+                        REGISTRY[name],
+                        settings,
+                        build_sender(name, settings, session),
+                        writer,
+                        topics=kafka.topics,
+                        group_id=f"{kafka.group_id}.{name}",
+                        writes_input_errors=index == 0,
+                    )
+                    self.pipelines.append(pipeline)
+                for pipeline in self.pipelines:
+                    await pipeline.start()
+                    stack.push_async_callback(pipeline.stop)
+                self._broker_ok = True
+                if settings.worker.metrics_port:
+                    runner = await start_server(self.ready, settings.worker.metrics_port)
+                    stack.push_async_callback(runner.cleanup)
+                await self._run_pipelines(stop)
+        except KafkaConnectionError as exc:
+            log.error(
+                "broker_unreachable_giving_up",
+                bootstrap_servers=kafka.bootstrap_servers,
+                waited_s=kafka.unreachable_exit_seconds,
+                error=str(exc),
+            )
+            return 1
+        log.info("stopped", exit_code=self.exit_code)
+        return self.exit_code
+
+    async def _run_pipelines(self, stop: asyncio.Event) -> None:
+        probe = asyncio.create_task(self._probe_broker(stop))
+        draining = asyncio.create_task(self._mark_draining(stop))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for pipeline in self.pipelines:
+                    group.create_task(pipeline.run(stop), name=pipeline.name)
+        finally:
+            probe.cancel()
+            draining.cancel()
+
+    async def _mark_draining(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self.draining = True
+        log.info("shutdown_started", drain_seconds=self.settings.worker.drain_seconds)
+
+    async def _probe_broker(self, stop: asyncio.Event) -> None:
+        """Readiness, and exit non-zero if the broker stays away too long."""
+        consumer = self.pipelines[0].consumer
+        limit = self.settings.kafka.unreachable_exit_seconds
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(consumer.topics(), timeout=_BROKER_PROBE_SECONDS)
+            except (KafkaError, TimeoutError) as exc:
+                self._broker_ok = False
+                away = time.monotonic() - self._broker_seen
+                log.warning("broker_unreachable", away_s=round(away), error=str(exc) or "timeout")
+                if away > limit:
+                    log.error("broker_unreachable_giving_up", waited_s=limit)
+                    self.exit_code = 1
+                    stop.set()
+            else:
+                self._broker_ok = True
+                self._broker_seen = time.monotonic()
+            await asyncio.sleep(_BROKER_PROBE_SECONDS)
+
+
+@contextlib.asynccontextmanager
+async def _http_session() -> Any:
+    connector = aiohttp.TCPConnector(limit=256, ttl_dns_cache=300, enable_cleanup_closed=True)
+    async with aiohttp.ClientSession(connector=connector, raise_for_status=False) as session:
+        yield session
+
+
+def install_signal_handlers(stop: asyncio.Event, signals: Sequence[int] = ()) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in signals or (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> int:
+    stop = stop or asyncio.Event()
+    install_signal_handlers(stop)
+    return await Worker(settings).run(stop)

@@ -1,0 +1,350 @@
+"""Settings: environment variables, optionally a TOML file, validated once at start-up.
+
+Everything has a default except each destination's credentials; a destination is enabled
+when its settings are present. Environment variables win over the file. Every secret may also
+come from ``<NAME>_FILE`` (a file path, as Docker and Kubernetes mount secrets).
+
+Errors are :class:`~worker.errors.ConfigError` with one line naming the variable or key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from worker.destinations.braze.config import BrazeSettings
+from worker.destinations.kognitiv.config import KognitivSettings
+from worker.destinations.moengage.config import MoEngageSettings
+from worker.destinations.sessionm.config import SessionMSettings
+from worker.errors import ConfigError
+from worker.events import EVENT_TYPES
+
+DEFAULT_TOPICS: Final = (
+    "loyalty.rewards_issued",
+    "loyalty.enrollments",
+    "loyalty.offers_issued",
+    "loyalty.audience_membership",
+)
+DESTINATION_NAMES: Final = ("braze", "moengage", "sessionm", "kognitiv")
+DESTINATION_SETTINGS: Final[Mapping[str, type[BaseModel]]] = {
+    "braze": BrazeSettings,
+    "moengage": MoEngageSettings,
+    "sessionm": SessionMSettings,
+    "kognitiv": KognitivSettings,
+}
+
+# environment variable → (section, key). Secrets also accept NAME_FILE.
+ENVIRONMENT: Final[Mapping[str, tuple[str, str]]] = {
+    "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
+    "KAFKA_GROUP_ID": ("kafka", "group_id"),
+    "KAFKA_TOPICS": ("kafka", "topics"),
+    "KAFKA_SECURITY_PROTOCOL": ("kafka", "security_protocol"),
+    "KAFKA_SASL_MECHANISM": ("kafka", "sasl_mechanism"),
+    "KAFKA_SASL_USERNAME": ("kafka", "sasl_username"),
+    "KAFKA_SASL_PASSWORD": ("kafka", "sasl_password"),
+    "KAFKA_SSL_CAFILE": ("kafka", "ssl_cafile"),
+    "KAFKA_SSL_CERTFILE": ("kafka", "ssl_certfile"),
+    "KAFKA_SSL_KEYFILE": ("kafka", "ssl_keyfile"),
+    "KAFKA_SSL_KEY_PASSWORD": ("kafka", "ssl_key_password"),
+    "KAFKA_SESSION_TIMEOUT_MS": ("kafka", "session_timeout_ms"),
+    "KAFKA_MAX_POLL_INTERVAL_MS": ("kafka", "max_poll_interval_ms"),
+    "KAFKA_FETCH_MAX_BYTES": ("kafka", "fetch_max_bytes"),
+    "KAFKA_MAX_PARTITION_FETCH_BYTES": ("kafka", "max_partition_fetch_bytes"),
+    "KAFKA_UNREACHABLE_EXIT_SECONDS": ("kafka", "unreachable_exit_seconds"),
+    "BRAZE_REST_ENDPOINT": ("braze", "rest_endpoint"),
+    "BRAZE_API_KEY": ("braze", "api_key"),
+    "BRAZE_APP_ID": ("braze", "app_id"),
+    "MOENGAGE_API_ENDPOINT": ("moengage", "api_endpoint"),
+    "MOENGAGE_WORKSPACE_ID": ("moengage", "workspace_id"),
+    "MOENGAGE_API_KEY": ("moengage", "api_key"),
+    "SESSIONM_CORE_ENDPOINT": ("sessionm", "core_endpoint"),
+    "SESSIONM_API_KEY": ("sessionm", "api_key"),
+    "SESSIONM_API_SECRET": ("sessionm", "api_secret"),
+    "KOGNITIV_API_BASE_URL": ("kognitiv", "api_base_url"),
+    "KOGNITIV_CLIENT_ID": ("kognitiv", "client_id"),
+    "KOGNITIV_CLIENT_SECRET": ("kognitiv", "client_secret"),
+    "METRICS_PORT": ("worker", "metrics_port"),
+    "LOG_LEVEL": ("worker", "log_level"),
+    "RELAY_DRAIN_SECONDS": ("worker", "drain_seconds"),
+    "RELAY_LINGER_MS": ("worker", "linger_ms"),
+    "RELAY_MAX_BUFFERED_EVENTS": ("worker", "max_buffered_events"),
+}
+SECRET_VARIABLES: Final = frozenset(
+    {
+        "KAFKA_SASL_PASSWORD",
+        "KAFKA_SSL_KEY_PASSWORD",
+        "BRAZE_API_KEY",
+        "MOENGAGE_API_KEY",
+        "SESSIONM_API_KEY",
+        "SESSIONM_API_SECRET",
+        "KOGNITIV_CLIENT_SECRET",
+    }
+)
+# per-destination delivery tuning: <DEST>_<SUFFIX>, e.g. BRAZE_RATE_LIMIT=500
+DELIVERY_SUFFIXES: Final[Mapping[str, str]] = {
+    "CONCURRENCY": "concurrency",
+    "RATE_LIMIT": "rate_limit",
+    "MAX_ATTEMPTS": "max_attempts",
+    "MAX_RETRY_SECONDS": "max_retry_seconds",
+    "REQUEST_TIMEOUT_SECONDS": "request_timeout_seconds",
+    "BACKOFF_BASE_SECONDS": "backoff_base_seconds",
+    "BACKOFF_CAP_SECONDS": "backoff_cap_seconds",
+    "BREAKER_THRESHOLD": "breaker_threshold",
+    "BREAKER_COOLDOWN_SECONDS": "breaker_cooldown_seconds",
+}
+
+
+class KafkaSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap_servers: str = "localhost:9092"
+    # Each destination commits in its own group, "<group_id>.<destination>" (README: Guarantees).
+    group_id: str = "loyalty-relay"
+    topics: tuple[str, ...] = DEFAULT_TOPICS
+    create_topics: bool = True
+    topic_partitions: int = Field(default=6, ge=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_key_password: SecretStr | None = None
+    session_timeout_ms: int = Field(default=45_000, ge=6_000)
+    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    fetch_max_bytes: int = Field(default=52_428_800, ge=1024)
+    max_partition_fetch_bytes: int = Field(default=4_194_304, ge=1024)
+    # give up (exit 1) when the broker stays unreachable this long
+    unreachable_exit_seconds: float = Field(default=300.0, gt=0)
+
+
+class DeliverySettings(BaseModel):
+    """How one destination is driven; defaults come from destination-apis.md."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    concurrency: int = Field(default=8, ge=1)
+    # units per second for this replica before adaptation (0 = no limit); see rate_unit
+    rate_limit: float = Field(default=0.0, ge=0)
+    rate_unit: Literal["requests", "items"] = "requests"
+    max_attempts: int = Field(default=50, ge=1)
+    # long enough to ride out a 15-minute outage before anything is dead-lettered
+    max_retry_seconds: float = Field(default=1800.0, gt=0)
+    request_timeout_seconds: float = Field(default=30.0, gt=0)
+    backoff_base_seconds: float = Field(default=0.5, gt=0)
+    backoff_cap_seconds: float = Field(default=60.0, gt=0)
+    breaker_threshold: int = Field(default=5, ge=1)
+    breaker_cooldown_seconds: float = Field(default=5.0, gt=0)
+
+
+DEFAULT_DELIVERY: Final[Mapping[str, Mapping[str, Any]]] = {
+    # /users/track: 3,000 requests per 3 s per workspace (destination-apis.md §1.4)
+    "braze": {"concurrency": 16, "rate_limit": 1000.0},
+    # /transition: 60,000 users and 60,000 events per minute per workspace (§2.4)
+    "moengage": {"concurrency": 8, "rate_limit": 1000.0, "rate_unit": "items"},
+    # SessionM and Kognitiv publish no limits (§3.4, §4): bounded concurrency only
+    "sessionm": {"concurrency": 16},
+    "kognitiv": {"concurrency": 16},
+}
+
+
+class WorkerSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    drain_seconds: float = Field(default=30.0, gt=0)
+    linger_ms: float = Field(default=50.0, ge=0, le=1000)
+    max_buffered_events: int = Field(default=10_000, ge=1)
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka: KafkaSettings
+    worker: WorkerSettings
+    destinations: Mapping[str, BaseModel]
+    delivery: Mapping[str, DeliverySettings]
+    routing: Mapping[str, tuple[str, ...]]
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def enabled(self) -> tuple[str, ...]:
+        return tuple(name for name in DESTINATION_NAMES if name in self.destinations)
+
+    def routing_table(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(topic, event_type, destinations) rows; routing is by event_type on every topic."""
+        return [
+            (topic, event_type, self.routing.get(event_type, ()))
+            for topic in self.kafka.topics
+            for event_type in EVENT_TYPES
+        ]
+
+
+def load_settings(
+    config_file: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the file (if any) and the environment; raise ConfigError with one line."""
+    env = dict(os.environ if environ is None else environ)
+    raw = _read_file(Path(config_file)) if config_file else {}
+    explicit_routing = raw.pop("routing", None)
+    delivery_raw: dict[str, Any] = raw.pop("delivery", {}) or {}
+    sources: dict[tuple[str, str], str] = {}
+    for (section, key), value, variable in _environment_values(env):
+        raw.setdefault(section, {})[key] = value
+        sources[(section, key)] = variable
+    for name in DESTINATION_NAMES:
+        for suffix, key in DELIVERY_SUFFIXES.items():
+            variable = f"{name.upper()}_{suffix}"
+            if variable in env:
+                delivery_raw.setdefault(name, {})[key] = env[variable]
+                sources[(f"delivery.{name}", key)] = variable
+
+    kafka = _validate(KafkaSettings, raw.pop("kafka", {}), "kafka", sources)
+    worker = _validate(WorkerSettings, raw.pop("worker", {}), "worker", sources)
+    destinations: dict[str, BaseModel] = {}
+    for name in DESTINATION_NAMES:
+        section = raw.pop(name, None)
+        if section:
+            destinations[name] = _validate(DESTINATION_SETTINGS[name], section, name, sources)
+    if raw:
+        unknown = sorted(raw)[0]
+        raise ConfigError(f"unknown section [{unknown}] in {config_file}")
+
+    delivery = {
+        name: _validate(
+            DeliverySettings,
+            {**DEFAULT_DELIVERY[name], **(delivery_raw.get(name) or {})},
+            f"delivery.{name}",
+            sources,
+        )
+        for name in DESTINATION_NAMES
+    }
+    routing = _routing(explicit_routing, destinations, config_file)
+    if not destinations:
+        raise ConfigError(
+            "no destination is configured: set BRAZE_REST_ENDPOINT and BRAZE_API_KEY, "
+            "or the MoEngage, SessionM or Kognitiv variables (see README)"
+        )
+    return Settings(
+        kafka=kafka,
+        worker=worker,
+        destinations=destinations,
+        delivery=delivery,
+        routing=routing,
+        secrets=_secret_values(kafka, destinations),
+    )
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _environment_values(env: Mapping[str, str]) -> list[tuple[tuple[str, str], Any, str]]:
+    values: list[tuple[tuple[str, str], Any, str]] = []
+    for variable, target in ENVIRONMENT.items():
+        value: Any = env.get(variable)
+        file_variable = f"{variable}_FILE"
+        if variable in SECRET_VARIABLES and env.get(file_variable):
+            try:
+                value = Path(env[file_variable]).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"{file_variable}: cannot read the secret file ({exc.strerror})"
+                ) from None
+            variable = file_variable
+        if value is None or value == "":
+            continue
+        if target == ("kafka", "topics"):
+            value = tuple(topic.strip() for topic in str(value).split(",") if topic.strip())
+        values.append((target, value, variable))
+    return values
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validate(model: type[M], data: Any, section: str, sources: Mapping[tuple[str, str], str]) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = str(error["loc"][0]) if error["loc"] else "?"
+        where = sources.get((section, key)) or _missing_variable(section, key) or f"{section}.{key}"
+        if error["type"] == "missing":
+            raise ConfigError(f"{section} is configured but {where} is not set") from None
+        if error["type"] == "extra_forbidden":
+            raise ConfigError(f"unknown key {section}.{key}") from None
+        raise ConfigError(f"{where}: {error['msg']}") from None
+    except TypeError as exc:  # a section that is not a table
+        raise ConfigError(f"[{section}] must be a table: {exc}") from None
+
+
+def _missing_variable(section: str, key: str) -> str | None:
+    for variable, target in ENVIRONMENT.items():
+        if target == (section, key):
+            return variable
+    return None
+
+
+def _routing(
+    explicit: Any, destinations: Mapping[str, BaseModel], config_file: str | Path | None
+) -> dict[str, tuple[str, ...]]:
+    from worker.destinations.registry import REGISTRY
+
+    if explicit is None:
+        return {
+            event_type: tuple(
+                name
+                for name in DESTINATION_NAMES
+                if name in destinations and event_type in REGISTRY[name].event_types
+            )
+            for event_type in EVENT_TYPES
+        }
+    if not isinstance(explicit, Mapping):
+        raise ConfigError(f"[routing] in {config_file} must map event types to destination lists")
+    routing: dict[str, tuple[str, ...]] = {event_type: () for event_type in EVENT_TYPES}
+    for event_type, names in explicit.items():
+        if event_type not in EVENT_TYPES:
+            raise ConfigError(f"routing: unknown event type {event_type!r}")
+        if not isinstance(names, Sequence) or isinstance(names, str):
+            raise ConfigError(f"routing.{event_type} must be a list of destinations")
+        for name in names:
+            if name not in DESTINATION_NAMES:
+                raise ConfigError(f"routing.{event_type}: unknown destination {name!r}")
+            if name not in destinations:
+                required = _first_missing_variable(name)
+                raise ConfigError(f"routing.{event_type} sends to {name} but {required} is not set")
+            if event_type not in REGISTRY[name].event_types:
+                raise ConfigError(f"routing.{event_type}: {name} cannot take {event_type}")
+        routing[event_type] = tuple(dict.fromkeys(names))
+    return routing
+
+
+def _first_missing_variable(name: str) -> str:
+    model = DESTINATION_SETTINGS[name]
+    for key, info in model.model_fields.items():
+        if info.is_required():
+            return _missing_variable(name, key) or f"{name}.{key}"
+    return name
+
+
+def _secret_values(kafka: KafkaSettings, destinations: Mapping[str, BaseModel]) -> tuple[str, ...]:
+    values: list[str] = []
+    for model in (kafka, *destinations.values()):
+        for value in model.__dict__.values():
+            if isinstance(value, SecretStr) and len(value.get_secret_value()) >= 4:
+                values.append(value.get_secret_value())
+    return tuple(values)

@@ -1,0 +1,15 @@
+"""Kognitiv Inspire settings (environment: KOGNITIV_API_BASE_URL, KOGNITIV_CLIENT_ID, KOGNITIV_CLIENT_SECRET)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class KognitivSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    api_base_url: str
+    client_id: str
+    client_secret: SecretStr
+    # refresh the OAuth token this many seconds before it expires
+    token_refresh_margin_seconds: float = Field(default=60.0, ge=0)

@@ -1,0 +1,14 @@
+"""SessionM Core settings (environment: SESSIONM_CORE_ENDPOINT, SESSIONM_API_KEY, SESSIONM_API_SECRET)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+
+class SessionMSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    core_endpoint: str
+    # The key is part of every URL path, so URLs are never logged (only endpoint labels are).
+    api_key: SecretStr
+    api_secret: SecretStr
