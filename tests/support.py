@@ -96,7 +96,7 @@ async def read_all(bootstrap: str, topic: str, *, settle: float = 1.0) -> list[D
         for _ in range(50):
             if partitions:
                 break
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - test helper
+            await consumer._client.force_metadata_update()
             partitions = consumer.partitions_for_topic(topic)
             await asyncio.sleep(0.1)
         if not partitions:

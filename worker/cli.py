@@ -102,9 +102,9 @@ def produce_sample(count: int, bad: int, seed: int) -> None:
 
 
 def _kafka_only() -> Any:
-    from worker.config import KafkaSettings
-
     import os
+
+    from worker.config import KafkaSettings
 
     return KafkaSettings(
         bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")

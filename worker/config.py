@@ -117,7 +117,7 @@ class KafkaSettings(BaseModel):
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ssl_key_password: SecretStr | None = None
-    session_timeout_ms: int = Field(default=45_000, ge=6_000)
+    session_timeout_ms: int = Field(default=10_000, ge=6_000)
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     fetch_max_bytes: int = Field(default=52_428_800, ge=1024)
     max_partition_fetch_bytes: int = Field(default=4_194_304, ge=1024)
@@ -315,7 +315,7 @@ def _routing(
         }
     if not isinstance(explicit, Mapping):
         raise ConfigError(f"[routing] in {config_file} must map event types to destination lists")
-    routing: dict[str, tuple[str, ...]] = {event_type: () for event_type in EVENT_TYPES}
+    routing: dict[str, tuple[str, ...]] = dict.fromkeys(EVENT_TYPES, ())
     for event_type, names in explicit.items():
         if event_type not in EVENT_TYPES:
             raise ConfigError(f"routing: unknown event type {event_type!r}")

@@ -58,7 +58,7 @@ def test_no_destination_is_an_error() -> None:
 
 def test_bad_value_names_the_variable() -> None:
     """A value that fails validation names the environment variable it came from."""
-    with pytest.raises(ConfigError, match="^RELAY_LINGER_MS"):
+    with pytest.raises(ConfigError, match=r"^RELAY_LINGER_MS"):
         load_settings(environ={**BRAZE, "RELAY_LINGER_MS": "soon"})
 
 
@@ -84,7 +84,9 @@ def test_secret_from_file(tmp_path: Path) -> None:
 
 def test_delivery_override_from_environment() -> None:
     """Per-destination delivery settings come from <DEST>_<SETTING> variables."""
-    settings = load_settings(environ={**BRAZE, "BRAZE_RATE_LIMIT": "250", "BRAZE_MAX_ATTEMPTS": "3"})
+    settings = load_settings(
+        environ={**BRAZE, "BRAZE_RATE_LIMIT": "250", "BRAZE_MAX_ATTEMPTS": "3"}
+    )
     assert settings.delivery["braze"].rate_limit == 250
     assert settings.delivery["braze"].max_attempts == 3
     assert settings.delivery["moengage"].rate_unit == "items"

@@ -12,8 +12,16 @@ NOW = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
 
 def test_headers_for_a_failed_destination() -> None:
     """Every dlq.* header is present with the documented value, original headers kept first."""
-    letter = DeadLetter(RECORD, "moengage", "permanent_http_error", "moengage answered HTTP 401",
-                        http_status=401, attempts=1, event_id="e-1", event_type="rewards_issued")
+    letter = DeadLetter(
+        RECORD,
+        "moengage",
+        "permanent_http_error",
+        "moengage answered HTTP 401",
+        http_status=401,
+        attempts=1,
+        event_id="e-1",
+        event_type="rewards_issued",
+    )
     headers = build_headers(letter, Redactor(), now=NOW)
     assert headers[0] == ("trace", b"abc")
     assert dict(headers[1:]) == {
@@ -46,7 +54,11 @@ def test_error_text_is_redacted_and_bounded() -> None:
 def test_replayed_record_keeps_first_coordinates_and_adds_attempts() -> None:
     """A redriven record that fails again points at its first consumption; attempts add up."""
     replayed = Consumed(
-        "loyalty.rewards_issued", 0, 7, b"m-1", b"{}",
+        "loyalty.rewards_issued",
+        0,
+        7,
+        b"m-1",
+        b"{}",
         (
             ("dlq.original_topic", b"loyalty.rewards_issued"),
             ("dlq.original_partition", b"3"),

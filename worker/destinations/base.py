@@ -95,7 +95,11 @@ class Destination(Generic[S]):
 
 
 def encode_item(
-    group: str, kind: str, payload: Mapping[str, Any], event: LoyaltyEvent, dumps: Callable[[Any], bytes]
+    group: str,
+    kind: str,
+    payload: Mapping[str, Any],
+    event: LoyaltyEvent,
+    dumps: Callable[[Any], bytes],
 ) -> Item:
     """Build an Item with its payload serialised once."""
     return Item(

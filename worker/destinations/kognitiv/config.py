@@ -1,4 +1,7 @@
-"""Kognitiv Inspire settings (environment: KOGNITIV_API_BASE_URL, KOGNITIV_CLIENT_ID, KOGNITIV_CLIENT_SECRET)."""
+"""Kognitiv Inspire settings.
+
+Environment: KOGNITIV_API_BASE_URL, KOGNITIV_CLIENT_ID, KOGNITIV_CLIENT_SECRET.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""MoEngage settings (environment: MOENGAGE_API_ENDPOINT, MOENGAGE_WORKSPACE_ID, MOENGAGE_API_KEY)."""
+"""MoEngage settings.
+
+Environment: MOENGAGE_API_ENDPOINT, MOENGAGE_WORKSPACE_ID, MOENGAGE_API_KEY.
+"""
 
 from __future__ import annotations
 

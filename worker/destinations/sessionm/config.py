@@ -1,4 +1,7 @@
-"""SessionM Core settings (environment: SESSIONM_CORE_ENDPOINT, SESSIONM_API_KEY, SESSIONM_API_SECRET)."""
+"""SessionM Core settings.
+
+Environment: SESSIONM_CORE_ENDPOINT, SESSIONM_API_KEY, SESSIONM_API_SECRET.
+"""
 
 from __future__ import annotations
 
