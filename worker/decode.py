@@ -1,0 +1,122 @@
+"""Kafka record bytes → :class:`LoyaltyEvent`, or a :class:`DecodeError` naming the reason.
+
+The checks run cheapest first: size, UTF-8 and JSON (one ``orjson.loads``, which also rejects
+invalid UTF-8 and nesting deeper than 1024), then the fields the reasons single out, then the
+compiled JSON Schemas from ``schemas/``. Error messages name field paths and rules, never field
+values, so personal data does not end up in dead-letter headers or logs.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import fastjsonschema
+import orjson
+
+from worker.errors import DecodeError
+from worker.events import EVENT_TYPES, Consumed, LoyaltyEvent
+
+MAX_VALUE_BYTES: Final = 1_048_576
+SUPPORTED_SCHEMA_VERSION: Final = 1
+Validator = Callable[[Any], Any]
+
+
+def decode(record: Consumed) -> LoyaltyEvent:
+    value = record.value
+    if not value:
+        raise DecodeError("the record has no value", reason="empty_value")
+    if len(value) > MAX_VALUE_BYTES:
+        raise DecodeError(
+            f"value is {len(value)} bytes, over the {MAX_VALUE_BYTES} byte limit",
+            reason="too_large",
+        )
+    try:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DecodeError("value is not UTF-8", reason="invalid_utf8") from None
+        raise DecodeError(f"value is not JSON: {_position(exc)}", reason="invalid_json") from None
+    if not isinstance(document, dict):
+        raise DecodeError(
+            f"value is a JSON {type(document).__name__}, not an object", reason="not_an_object"
+        )
+    member_id = document.get("member_id")
+    if not isinstance(member_id, str) or not member_id:
+        raise DecodeError("member_id is missing or not a non-empty string", reason="missing_member_id")
+    event_type = document.get("event_type")
+    if event_type not in EVENT_TYPES:
+        raise DecodeError(
+            "event_type is not one of " + ", ".join(EVENT_TYPES), reason="unknown_event_type"
+        )
+    version = document.get("schema_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version != 1:
+        raise DecodeError(
+            f"schema_version {version} is not supported (this worker knows 1)",
+            reason="unknown_schema_version",
+        )
+    validators = _validators()
+    _validate(validators["envelope"], document, "")
+    _validate(validators[event_type], document["data"], "data.")
+    return LoyaltyEvent(
+        event_id=document["event_id"],
+        event_type=event_type,
+        schema_version=version,
+        occurred_at=document["occurred_at"],
+        member_id=member_id,
+        source=document.get("source"),
+        data=document["data"],
+    )
+
+
+def _validate(validator: Validator, value: Any, prefix: str) -> None:
+    try:
+        validator(value)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        path = ".".join(str(part) for part in exc.path[1:]) if exc.path else ""
+        where = (prefix + path).rstrip(".") or "event"
+        rule = exc.rule or "schema"
+        if rule == "not" and where == "data":
+            raise DecodeError(
+                "data carries both braze_campaign_id and braze_canvas_id (at most one)",
+                reason="schema_violation",
+            ) from None
+        definition = exc.rule_definition
+        detail = f" {definition}" if rule in ("format", "enum", "type", "required", "pattern") else ""
+        raise DecodeError(
+            f"{where} violates {rule}{detail if len(str(detail)) < 200 else ''}",
+            reason="schema_violation",
+        ) from None
+    except RecursionError:
+        raise DecodeError("value nests too deeply", reason="schema_violation") from None
+
+
+def _position(exc: orjson.JSONDecodeError) -> str:
+    return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+
+
+def schema_dir() -> Path:
+    """The installed copy (``worker/_schemas`` in a wheel) or the repository's ``schemas/``."""
+    packaged = importlib.resources.files("worker").joinpath("_schemas")
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[1] / "schemas"
+
+
+def load_schemas(directory: Path | None = None) -> Mapping[str, Any]:
+    directory = directory or schema_dir()
+    names = ("envelope", *EVENT_TYPES)
+    return {name: orjson.loads((directory / f"{name}.v1.json").read_bytes()) for name in names}
+
+
+@functools.cache
+def _validators() -> Mapping[str, Validator]:
+    return {
+        name: fastjsonschema.compile(schema, use_default=False)
+        for name, schema in load_schemas().items()
+    }

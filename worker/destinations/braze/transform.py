@@ -1,0 +1,194 @@
+"""Loyalty events → Braze objects and requests (destination-apis.md §1.2, §1.3). Pure.
+
+Groups: ``users/track`` (attributes and events, up to 75 objects combined and 4 MB),
+``campaign:<id>`` / ``canvas:<id>`` (trigger sends, up to 50 recipients), and one group per
+broadcast event (``broadcast:<event_id>``: no recipients, one per request).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import orjson
+
+from worker.destinations.base import BatchRule, Item, Request, encode_item
+from worker.errors import TransformError
+from worker.events import LoyaltyEvent
+
+from .config import BrazeSettings
+
+TRACK: Final = "users/track"
+MAX_STRING: Final = 255
+MAX_NESTED_BYTES: Final = 50 * 1024
+MAX_ITEM_BYTES: Final = 100 * 1024
+_KIND_ORDER: Final = ("attributes", "events", "purchases")
+# member_enrolled data field → Braze attribute (standard names where Braze has one)
+_ATTRIBUTES: Final[Mapping[str, str]] = {
+    "email": "email",
+    "first_name": "first_name",
+    "last_name": "last_name",
+    "country": "country",
+    "home_city": "home_city",
+    "time_zone": "time_zone",
+    "email_subscribe": "email_subscribe",
+    "points_available": "total_points_balance",
+    "date_joined": "date_joined",
+    "email_contact_allowed": "email_contact_allowed",
+    "sms_contact_allowed": "sms_contact_allowed",
+}
+_OFFER_FIELDS: Final = (
+    "offer_id",
+    "user_offer_id",
+    "offer_title",
+    "description",
+    "terms_and_conditions",
+    "logo_url",
+    "pos_discount_id",
+    "expires_at",
+    "points_award_amount",
+    "point_account_name",
+    "campaign",
+)
+_REWARD_FIELDS: Final = ("reward_type", "issued_date", "issued_location_name", "reward_id", "points")
+
+
+def transform(event: LoyaltyEvent, settings: BrazeSettings) -> list[Item]:
+    data = event.data
+    match event.event_type:
+        case "rewards_issued":
+            return [_custom_event(event, "rewards_issued", _pick(data, _REWARD_FIELDS), settings)]
+        case "member_enrolled":
+            # No event_id here: every attribute written costs a Braze data point, and
+            # attribute updates are idempotent anyway.
+            attributes = {_ATTRIBUTES[k]: v for k, v in data.items() if k in _ATTRIBUTES}
+            return [_attributes(event, attributes, settings)]
+        case "offer_issued":
+            return [_offer(event, settings)]
+        case "audience_membership_changed":
+            change = {data["action"]: [data["audience"]]}
+            return [_attributes(event, {"loyalty_audiences": change}, settings)]
+    return []
+
+
+def batch_rule(group: str, settings: BrazeSettings) -> BatchRule:
+    if group == TRACK:
+        return BatchRule(settings.max_objects_per_request, settings.max_body_bytes, 64)
+    if group.startswith(("campaign:", "canvas:")):
+        return BatchRule(settings.max_recipients_per_send, settings.max_body_bytes, 256)
+    return BatchRule(1, settings.max_body_bytes)
+
+
+def build(group: str, items: Sequence[Item], settings: BrazeSettings) -> Request:
+    base = settings.rest_endpoint.rstrip("/")
+    if group == TRACK:
+        parts = []
+        for kind in _KIND_ORDER:
+            encoded = [item.encoded for item in items if item.kind == kind]
+            if encoded:
+                parts.append(b'"' + kind.encode() + b'":[' + b",".join(encoded) + b"]")
+        body = b"{" + b",".join(parts) + b"}"
+        return Request("POST", f"{base}/users/track", body, tuple(items), TRACK)
+    kind, _, target = group.partition(":")
+    if kind in ("campaign", "canvas"):
+        head = orjson.dumps({f"{kind}_id": target, "broadcast": False})[:-1]
+        body = head + b',"recipients":[' + b",".join(i.encoded for i in items) + b"]}"
+        endpoint = f"{kind}s/trigger/send"
+        return Request("POST", f"{base}/{endpoint}", body, tuple(items), endpoint)
+    (item,) = items  # broadcast: the payload is the whole body
+    endpoint = f"{item.kind}s/trigger/send"
+    return Request("POST", f"{base}/{endpoint}", item.encoded, (item,), endpoint)
+
+
+def auth_headers(settings: BrazeSettings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
+
+
+def _custom_event(
+    event: LoyaltyEvent, name: str, properties: dict[str, Any], settings: BrazeSettings
+) -> Item:
+    properties["event_id"] = event.event_id
+    _check_properties(properties)
+    payload: dict[str, Any] = {"external_id": event.member_id, "name": name}
+    if settings.app_id:
+        payload["app_id"] = settings.app_id
+    payload["time"] = event.occurred_at
+    payload["properties"] = properties
+    return _item(TRACK, "events", payload, event)
+
+
+def _attributes(event: LoyaltyEvent, fields: dict[str, Any], settings: BrazeSettings) -> Item:
+    payload: dict[str, Any] = {"external_id": event.member_id}
+    if settings.app_id:
+        payload["app_id"] = settings.app_id
+    payload.update(fields)
+    for key, value in fields.items():
+        if isinstance(value, str) and len(value) > MAX_STRING:
+            raise TransformError(
+                f"braze: attribute {key} is over {MAX_STRING} characters",
+                reason="destination_validation",
+            )
+    return _item(TRACK, "attributes", payload, event)
+
+
+def _offer(event: LoyaltyEvent, settings: BrazeSettings) -> Item:
+    data = event.data
+    properties = _pick(data, _OFFER_FIELDS)
+    campaign_id = data.get("braze_campaign_id")
+    canvas_id = data.get("braze_canvas_id")
+    if not campaign_id and not canvas_id:
+        return _custom_event(event, "offer_issued", properties, settings)
+    properties["event_id"] = event.event_id
+    _check_properties(properties)
+    kind, target = ("campaign", campaign_id) if campaign_id else ("canvas", canvas_id)
+    property_key = "trigger_properties" if kind == "campaign" else "canvas_entry_properties"
+    if data.get("broadcast"):
+        body = {f"{kind}_id": target, "broadcast": True, property_key: properties}
+        return _item(f"broadcast:{event.event_id}", kind, body, event)
+    recipient = {"external_user_id": event.member_id, property_key: properties}
+    return _item(f"{kind}:{target}", "recipients", recipient, event)
+
+
+def _item(group: str, kind: str, payload: dict[str, Any], event: LoyaltyEvent) -> Item:
+    item = encode_item(group, kind, payload, event, orjson.dumps)
+    if len(item.encoded) > MAX_ITEM_BYTES:
+        raise TransformError(
+            f"braze: one object would be {len(item.encoded)} bytes, over {MAX_ITEM_BYTES}",
+            reason="destination_validation",
+        )
+    return item
+
+
+def _pick(data: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    return {field: data[field] for field in fields if field in data}
+
+
+def _check_properties(properties: Mapping[str, Any]) -> None:
+    """Braze's property rules (§1.2): names 1..255 chars not starting with $, strings ≤ 255."""
+    nested = False
+    for name, value in _walk(properties):
+        if not name or len(name) > MAX_STRING or name.startswith("$"):
+            raise TransformError(
+                f"braze: property name {name[:40]!r} is empty, too long or starts with $",
+                reason="destination_validation",
+            )
+        if isinstance(value, str) and len(value) > MAX_STRING:
+            raise TransformError(
+                f"braze: property {name} is over {MAX_STRING} characters",
+                reason="destination_validation",
+            )
+        nested = nested or isinstance(value, dict | list)
+    if nested and len(orjson.dumps(properties)) > MAX_NESTED_BYTES:
+        raise TransformError(
+            "braze: properties with nested values are over 50 KB", reason="destination_validation"
+        )
+
+
+def _walk(properties: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Every (name, value) pair, nested objects included (their keys follow the same rules)."""
+    out: list[tuple[str, Any]] = []
+    for name, value in properties.items():
+        out.append((str(name), value))
+        if isinstance(value, dict):
+            out.extend(_walk(value))
+    return out
