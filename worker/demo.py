@@ -39,6 +39,7 @@ async def run_demo(*, events: int = 60, timeout: float = 60.0) -> int:
             "METRICS_PORT": "0",
             "LOG_LEVEL": "error",
             "RELAY_DRAIN_SECONDS": "5",
+            "KAFKA_SESSION_TIMEOUT_MS": "6000",
         }
         settings = load_settings(environ=env)
         await ensure_topics(settings.kafka, settings.kafka.topics, 30)
@@ -108,9 +109,9 @@ def _summary(
         "consumed",
         "delivered",
         "skipped",
-        "dead-lettered",
-        "items at simulator",
-        "HTTP requests",
+        "dead letters",
+        "accepted at simulator",
+        "requests",
     ):
         per_dest.add_column(column, justify="right" if column != "destination" else "left")
     reasons: Counter[tuple[str, str]] = Counter()
@@ -129,6 +130,10 @@ def _summary(
         for reason, count in stats.by_reason.items():
             reasons[(pipeline.name if reason not in _INPUT_REASONS else "*", reason)] += count
     console.print(per_dest)
+    console.print(
+        "skipped = no call exists for that event at that destination "
+        "(SessionM has none for an audience 'remove')."
+    )
 
     dlq = Table(title="Dead letters by reason")
     dlq.add_column("dlq.destination")

@@ -51,6 +51,7 @@ class PipelineStats:
     dead_lettered: int = 0
     skipped: int = 0
     filtered: int = 0
+    input_errors: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -365,9 +366,11 @@ class DestinationPipeline:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
         for letter, ticket in letters:
-            self.stats.dead_lettered += 1
             self.stats.by_reason[letter.reason] = self.stats.by_reason.get(letter.reason, 0) + 1
-            if letter.destination != "*":
+            if letter.destination == "*":
+                self.stats.input_errors += 1
+            else:
+                self.stats.dead_lettered += 1
                 metrics.DELIVERIES.labels(self.name, "dead_lettered").inc()
             ticket.release()
 
