@@ -4,7 +4,8 @@ A :class:`Batch` is one future request. Items of one group (``users/track``, ``c
 ``transition``...) share an open batch until it is full or its linger time is up. Order per
 member is kept by dependencies: a batch that carries a member's item waits for every earlier
 unfinished batch that carries the same member, so retries of the earlier one happen first.
-Dependencies only point to older batches (lower ``seq``), so they can never form a cycle.
+An item may join an open batch only if that cannot close a cycle: the member's previous
+batch must not (transitively) wait for the open batch already.
 """
 
 from __future__ import annotations
@@ -99,8 +100,8 @@ class Batcher:
     def _may_join(self, batch: Batch, item: Item, previous: Batch | None) -> bool:
         if not batch.fits(item):
             return False
-        if previous is not None and previous is not batch and previous.seq > batch.seq:
-            return False  # joining would make an older batch wait for a newer one
+        if previous is not None and previous is not batch and _waits_for(previous, batch):
+            return False  # joining would make the two batches wait for each other
         kind = batch.kinds.get(item.member_id)
         return kind is None or kind == item.kind
 
@@ -115,3 +116,18 @@ class Batcher:
         if self._open.get(batch.group) is batch:
             del self._open[batch.group]
         return batch
+
+
+def _waits_for(batch: Batch, target: Batch) -> bool:
+    """Whether ``batch`` depends on ``target``, directly or through other unfinished batches."""
+    stack = list(batch.deps)
+    seen: set[int] = set()
+    while stack:
+        current = stack.pop()
+        if current is target:
+            return True
+        if current.seq in seen or current.finished.is_set():
+            continue
+        seen.add(current.seq)
+        stack.extend(current.deps)
+    return False

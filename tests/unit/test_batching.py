@@ -54,17 +54,28 @@ def test_no_dependency_once_earlier_batch_finished() -> None:
     assert campaign.deps == set()
 
 
-def test_member_with_newer_batch_does_not_join_older_open_batch() -> None:
-    """Joining an older open batch would invert order, so it is sealed and a new one opened."""
+def test_member_may_join_an_older_batch_that_does_not_wait_for_its_previous_one() -> None:
+    """An older open batch takes a member whose previous batch is independent of it."""
     batcher = _batcher(max_items=10)
-    batcher.add(_item("x"))  # opens users/track batch 1
+    batcher.add(_item("x"))  # users/track batch 1
     batcher.add(_item("a", group="campaign:1", kind="recipients"))  # campaign batch 2
-    sealed = batcher.add(_item("a"))  # a's newest batch (2) is newer than batch 1
+    assert batcher.add(_item("a")) == []  # joins batch 1, which now waits for batch 2
+    track, campaign = sorted(batcher.seal_all(), key=lambda b: b.seq)
+    assert len(track.items) == 2
+    assert track.deps == {campaign}
+
+
+def test_member_does_not_join_a_batch_its_previous_batch_waits_for() -> None:
+    """Joining would create a cycle, so the open batch is sealed and a new one opened."""
+    batcher = _batcher(max_items=10)
+    batcher.add(_item("b"))  # users/track batch 1 holds b
+    batcher.add(_item("b", group="campaign:1", kind="recipients"))  # batch 2 waits for 1
+    batcher.add(_item("a", group="campaign:1", kind="recipients"))  # a joins batch 2
+    sealed = batcher.add(_item("a"))  # batch 1 must not wait for 2, which waits for 1
     assert [b.seq for b in sealed] == [1]
-    newest = batcher.seal_all()
-    assert {b.seq for b in newest} == {2, 3}
-    track_two = next(b for b in newest if b.group == "users/track")
-    assert {b.seq for b in track_two.deps} == {2}
+    rest = sorted(batcher.seal_all(), key=lambda b: b.seq)
+    assert [b.seq for b in rest] == [2, 3]
+    assert {b.seq for b in rest[1].deps} == {2}
 
 
 def test_different_kinds_for_one_member_split_requests() -> None:

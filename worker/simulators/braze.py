@@ -48,6 +48,8 @@ class BrazeState(SimulatorState):
     throttle_mode: Literal["headers", "retry_after"] = "headers"
     reset_epoch: bool = True
     maintenance: bool = False
+    # external ids Braze refuses as "dummy users" (post_user_track.md): non-fatal per object
+    blocked_external_ids: set[str] = field(default_factory=set)
     campaign_ids: set[str] | None = None  # None: any id is known
     canvas_ids: set[str] | None = None
     windows: dict[str, Window] = field(init=False)
@@ -139,6 +141,8 @@ def create_app(state: BrazeState | None = None) -> web.Application:
         for array, objects in arrays.items():
             for index, obj in enumerate(objects):
                 problem = _object_problem(array, obj)
+                if not problem and obj.get("external_id") in state.blocked_external_ids:
+                    problem = "provided external_id is blacklisted and disallowed"
                 if problem:
                     errors.append({"type": problem, "input_array": array, "index": index})
                 else:

@@ -23,6 +23,7 @@ MAX_STRING: Final = 255
 MAX_NESTED_BYTES: Final = 50 * 1024
 MAX_ITEM_BYTES: Final = 100 * 1024
 _KIND_ORDER: Final = ("attributes", "events", "purchases")
+SEND_ENDPOINTS: Final = {"campaign": "campaigns/trigger/send", "canvas": "canvas/trigger/send"}
 # member_enrolled data field → Braze attribute (standard names where Braze has one)
 _ATTRIBUTES: Final[Mapping[str, str]] = {
     "email": "email",
@@ -93,10 +94,10 @@ def build(group: str, items: Sequence[Item], settings: BrazeSettings) -> Request
     if kind in ("campaign", "canvas"):
         head = orjson.dumps({f"{kind}_id": target, "broadcast": False})[:-1]
         body = head + b',"recipients":[' + b",".join(i.encoded for i in items) + b"]}"
-        endpoint = f"{kind}s/trigger/send"
+        endpoint = SEND_ENDPOINTS[kind]
         return Request("POST", f"{base}/{endpoint}", body, tuple(items), endpoint)
     (item,) = items  # broadcast: the payload is the whole body
-    endpoint = f"{item.kind}s/trigger/send"
+    endpoint = SEND_ENDPOINTS[item.kind]
     return Request("POST", f"{base}/{endpoint}", item.encoded, (item,), endpoint)
 
 
