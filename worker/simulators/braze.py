@@ -79,7 +79,6 @@ class BrazeState(SimulatorState):
 def create_app(state: BrazeState | None = None) -> web.Application:
     state = state or BrazeState()
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app["state"] = state
 
     def rate_headers(family: str) -> dict[str, str]:
         if not state.rate_limits:

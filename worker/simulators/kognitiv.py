@@ -51,7 +51,6 @@ class KognitivState(SimulatorState):
 def create_app(state: KognitivState | None = None) -> web.Application:
     state = state or KognitivState()
     app = web.Application()
-    app["state"] = state
 
     def throttled() -> web.Response:
         return json_response({"error": "too_many_requests"}, 429, {"Retry-After": "1"})

@@ -73,7 +73,6 @@ def _fail(status: int, type_: str, message: str, attribute: str | None = None) -
 def create_app(state: MoEngageState | None = None) -> web.Application:
     state = state or MoEngageState()
     app = web.Application(client_max_size=8 * 1024 * 1024)
-    app["state"] = state
 
     def rate_headers() -> dict[str, str]:
         if not state.rate_limits:

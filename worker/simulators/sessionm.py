@@ -57,7 +57,6 @@ def _error(code: str, status: int = 200) -> web.Response:
 def create_app(state: SessionMState | None = None) -> web.Application:
     state = state or SessionMState()
     app = web.Application()
-    app["state"] = state
 
     def throttled() -> web.Response:
         return json_response({"status": "error", "errors": {"code": "rate_limited"}}, 429,
