@@ -48,7 +48,9 @@ def decode(record: Consumed) -> LoyaltyEvent:
         )
     member_id = document.get("member_id")
     if not isinstance(member_id, str) or not member_id:
-        raise DecodeError("member_id is missing or not a non-empty string", reason="missing_member_id")
+        raise DecodeError(
+            "member_id is missing or not a non-empty string", reason="missing_member_id"
+        )
     event_type = document.get("event_type")
     if event_type not in EVENT_TYPES:
         raise DecodeError(
@@ -66,7 +68,7 @@ def decode(record: Consumed) -> LoyaltyEvent:
     return LoyaltyEvent(
         event_id=document["event_id"],
         event_type=event_type,
-        schema_version=version,
+        schema_version=SUPPORTED_SCHEMA_VERSION,
         occurred_at=document["occurred_at"],
         member_id=member_id,
         source=document.get("source"),
@@ -87,7 +89,9 @@ def _validate(validator: Validator, value: Any, prefix: str) -> None:
                 reason="schema_violation",
             ) from None
         definition = exc.rule_definition
-        detail = f" {definition}" if rule in ("format", "enum", "type", "required", "pattern") else ""
+        detail = (
+            f" {definition}" if rule in ("format", "enum", "type", "required", "pattern") else ""
+        )
         raise DecodeError(
             f"{where} violates {rule}{detail if len(str(detail)) < 200 else ''}",
             reason="schema_violation",

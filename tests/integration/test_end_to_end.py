@@ -68,11 +68,14 @@ async def test_every_event_type_reaches_braze_and_moengage_and_bad_input_is_dead
         event("offer_issued", "m-2", "e-4", {"offer_id": "o-2", "braze_campaign_id": "c-1"}),
         event("offer_issued", "m-3", "e-5", {"offer_id": "o-2", "braze_campaign_id": "c-1"}),
         event("offer_issued", "m-3", "e-6", {"offer_id": "o-3", "braze_canvas_id": "v-1"}),
-        event("offer_issued", "m-4", "e-7", {"offer_id": "o-4", "braze_campaign_id": "c-2",
-                                             "broadcast": True}),
+        event(
+            "offer_issued",
+            "m-4",
+            "e-7",
+            {"offer_id": "o-4", "braze_campaign_id": "c-2", "broadcast": True},
+        ),
         event("audience_membership_changed", "m-1", "e-8", {"audience": "vip", "action": "add"}),
-        event("audience_membership_changed", "m-1", "e-9",
-              {"audience": "vip", "action": "remove"}),
+        event("audience_membership_changed", "m-1", "e-9", {"audience": "vip", "action": "remove"}),
         event("rewards_issued", "null", "e-10", REWARD),  # MoEngage refuses this customer_id
         event("rewards_issued", "m-blocked", "e-11", REWARD),  # Braze drops this one object
         event("rewards_issued", "m-1", "e-12", REWARD),
@@ -131,30 +134,42 @@ async def test_every_event_type_reaches_braze_and_moengage_and_bad_input_is_dead
         {"external_id": "m-1", "loyalty_audiences": {"add": ["vip"]}},
         {"external_id": "m-1", "loyalty_audiences": {"remove": ["vip"]}},
     ]
-    sends = [(s["array"], s["kind"], s["id"], s.get("recipient", {}).get("external_user_id"),
-              s["properties"]["event_id"]) for s in braze.sends()]
-    assert sorted(sends) == sorted([
-        ("recipients", "campaign", "c-1", "m-2", "e-4"),
-        ("recipients", "campaign", "c-1", "m-3", "e-5"),
-        ("recipients", "canvas", "v-1", "m-3", "e-6"),
-        ("broadcast", "campaign", "c-2", None, "e-7"),
-    ])
+    sends = [
+        (
+            s["array"],
+            s["kind"],
+            s["id"],
+            s.get("recipient", {}).get("external_user_id"),
+            s["properties"]["event_id"],
+        )
+        for s in braze.sends()
+    ]
+    assert sorted(sends) == sorted(
+        [
+            ("recipients", "campaign", "c-1", "m-2", "e-4"),
+            ("recipients", "campaign", "c-1", "m-3", "e-5"),
+            ("recipients", "canvas", "v-1", "m-3", "e-6"),
+            ("broadcast", "campaign", "c-2", None, "e-7"),
+        ]
+    )
     campaign_requests = [r for r in braze.requests if r.endpoint == "/campaigns/trigger/send"]
     assert [r.items for r in campaign_requests if r.status == 201].count(2) == 1  # batched
 
     actions = moengage.actions()
     assert sorted(
         (a["customer_id"], a["action"], a["attributes"]["event_id"]) for a in actions
-    ) == sorted([
-        ("m-1", "rewards_issued", "e-1"),
-        ("m-2", "offer_issued", "e-3"),
-        ("m-2", "offer_issued", "e-4"),
-        ("m-3", "offer_issued", "e-5"),
-        ("m-3", "offer_issued", "e-6"),
-        ("m-4", "offer_issued", "e-7"),
-        ("m-blocked", "rewards_issued", "e-11"),
-        ("m-1", "rewards_issued", "e-12"),
-    ])
+    ) == sorted(
+        [
+            ("m-1", "rewards_issued", "e-1"),
+            ("m-2", "offer_issued", "e-3"),
+            ("m-2", "offer_issued", "e-4"),
+            ("m-3", "offer_issued", "e-5"),
+            ("m-3", "offer_issued", "e-6"),
+            ("m-4", "offer_issued", "e-7"),
+            ("m-blocked", "rewards_issued", "e-11"),
+            ("m-1", "rewards_issued", "e-12"),
+        ]
+    )
     first = next(a for a in actions if a["attributes"]["event_id"] == "e-1")
     assert first["current_time"] == "2026-11-20T10:00:00Z"
     assert first["attributes"] == {**REWARD, "event_id": "e-1"}
@@ -168,16 +183,18 @@ async def test_every_event_type_reaches_braze_and_moengage_and_bad_input_is_dead
     ]
 
     reasons = sorted((d.headers["dlq.destination"], d.headers["dlq.reason"]) for d in dlq)
-    assert reasons == sorted([
-        ("*", "invalid_json"),
-        ("*", "invalid_utf8"),
-        ("*", "unknown_event_type"),
-        ("*", "unknown_schema_version"),
-        ("*", "schema_violation"),
-        ("*", "empty_value"),
-        ("moengage", "destination_validation"),
-        ("braze", "partial_failure"),
-    ])
+    assert reasons == sorted(
+        [
+            ("*", "invalid_json"),
+            ("*", "invalid_utf8"),
+            ("*", "unknown_event_type"),
+            ("*", "unknown_schema_version"),
+            ("*", "schema_violation"),
+            ("*", "empty_value"),
+            ("moengage", "destination_validation"),
+            ("braze", "partial_failure"),
+        ]
+    )
     blocked = next(d for d in dlq if d.headers["dlq.reason"] == "partial_failure")
     assert blocked.value == orjson.dumps(events[10])
     assert blocked.key == b"m-blocked"
@@ -186,8 +203,14 @@ async def test_every_event_type_reaches_braze_and_moengage_and_bad_input_is_dead
     assert "blacklisted" in blocked.headers["dlq.error"]
     for letter in dlq:
         assert set(letter.headers) >= {
-            "dlq.reason", "dlq.error", "dlq.destination", "dlq.http_status", "dlq.attempts",
-            "dlq.original_topic", "dlq.original_partition", "dlq.original_offset",
+            "dlq.reason",
+            "dlq.error",
+            "dlq.destination",
+            "dlq.http_status",
+            "dlq.attempts",
+            "dlq.original_topic",
+            "dlq.original_partition",
+            "dlq.original_offset",
             "dlq.failed_at",
         }
         assert letter.headers["dlq.original_topic"] == topics[0]
@@ -212,14 +235,23 @@ async def test_permanent_and_exhausted_failures_are_dead_lettered_for_that_desti
     events = [event("rewards_issued", f"m-{i}", f"e-{i}", REWARD) for i in range(3)]
     await produce(kafka_bootstrap, [_record(topics, e) for e in events])
     env = _worker_env(
-        simulators, kafka_bootstrap, topics,
-        BRAZE_API_KEY="wrong-key-123", MOENGAGE_MAX_ATTEMPTS="3",
+        simulators,
+        kafka_bootstrap,
+        topics,
+        BRAZE_API_KEY="wrong-key-123",
+        MOENGAGE_MAX_ATTEMPTS="3",
     )
     worker = worker_factory(env)
     dlq = await _wait_dead_letters(kafka_bootstrap, topics[0] + ".dlq", 6)
     by_destination = sorted(
-        (d.headers["dlq.destination"], d.headers["dlq.reason"], d.headers["dlq.http_status"],
-         d.headers["dlq.attempts"], d.headers["dlq.event_id"]) for d in dlq
+        (
+            d.headers["dlq.destination"],
+            d.headers["dlq.reason"],
+            d.headers["dlq.http_status"],
+            d.headers["dlq.attempts"],
+            d.headers["dlq.event_id"],
+        )
+        for d in dlq
     )
     assert by_destination == sorted(
         [("braze", "permanent_http_error", "401", "1", f"e-{i}") for i in range(3)]

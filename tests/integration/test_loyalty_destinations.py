@@ -24,8 +24,12 @@ def _env(sims: Any, bootstrap: str, topics: tuple[str, ...]) -> dict[str, str]:
 
 
 def _audience(topics: tuple[str, ...], member: str, event_id: str, action: str, **extra: Any):
-    ev = event("audience_membership_changed", member, event_id,
-               {"audience": "vip", "action": action, **extra})
+    ev = event(
+        "audience_membership_changed",
+        member,
+        event_id,
+        {"audience": "vip", "action": action, **extra},
+    )
     return topic_for(topics, ev["event_type"]), member.encode(), orjson.dumps(ev)
 
 
@@ -44,16 +48,25 @@ async def test_audience_events_fan_out_to_all_four_destinations(
     kognitiv, sessionm = simulators.kognitiv.state, simulators.sessionm.state
 
     await wait_for(
-        lambda: len(kognitiv.received) == 3 and len(sessionm.received) == 2
-        and len(simulators.braze.state.received) == 3 and len(simulators.moengage.state.received) == 3,
-        60, "audience changes at all four simulators",
+        lambda: (
+            len(kognitiv.received) == 3
+            and len(sessionm.received) == 2
+            and len(simulators.braze.state.received) == 3
+            and len(simulators.moengage.state.received) == 3
+        ),
+        60,
+        "audience changes at all four simulators",
     )
-    assert [(r["op"], r["group"], r["member"]) for r in kognitiv.received if r["member"] == "m-1"] == [
-        ("add", "vip", "m-1"), ("remove", "vip", "m-1"),
+    assert [
+        (r["op"], r["group"], r["member"]) for r in kognitiv.received if r["member"] == "m-1"
+    ] == [
+        ("add", "vip", "m-1"),
+        ("remove", "vip", "m-1"),
     ]
     assert kognitiv.members["vip"] == {"m-2"}
     assert sorted((r["user_id"], r["tags"], r["ttl"]) for r in sessionm.received) == [
-        ("m-1", ["vip"], 3600), ("m-2", ["vip"], None),
+        ("m-1", ["vip"], 3600),
+        ("m-2", ["vip"], None),
     ]
     assert kognitiv.token_requests == 1
     assert worker.terminate() == 0
@@ -78,9 +91,10 @@ async def test_token_expiring_mid_run_is_refreshed_without_dead_letters(
     for batch in range(3):
         if batch == 2:
             kognitiv.tokens.clear()  # revoked server-side: the next call gets a 401
-        await produce(kafka_bootstrap, [
-            _audience(topics, f"m-{batch}-{i}", f"e-{batch}-{i}", "add") for i in range(5)
-        ])
+        await produce(
+            kafka_bootstrap,
+            [_audience(topics, f"m-{batch}-{i}", f"e-{batch}-{i}", "add") for i in range(5)],
+        )
         await wait_for(lambda n=batch: len(kognitiv.received) == 5 * (n + 1), 60, "Kognitiv")
         if batch == 0:
             await asyncio.sleep(2.0)  # past the 1.5 s refresh point of the first token
@@ -122,9 +136,12 @@ async def test_unknown_members_are_dead_lettered_for_kognitiv_only(
     await produce(kafka_bootstrap, records)
     worker = worker_factory(_env(simulators, kafka_bootstrap, topics))
     await wait_for(
-        lambda: len(simulators.kognitiv.state.received) == 2
-        and len(simulators.sessionm.state.received) == 3,
-        60, "deliveries",
+        lambda: (
+            len(simulators.kognitiv.state.received) == 2
+            and len(simulators.sessionm.state.received) == 3
+        ),
+        60,
+        "deliveries",
     )
     dlq: list[Any] = []
     for _ in range(40):
@@ -132,8 +149,10 @@ async def test_unknown_members_are_dead_lettered_for_kognitiv_only(
         if dlq:
             break
         await asyncio.sleep(0.3)
-    assert [(d.headers["dlq.destination"], d.headers["dlq.reason"], d.headers["dlq.http_status"],
-             d.key) for d in dlq] == [("kognitiv", "permanent_http_error", "404", b"m-2")]
+    assert [
+        (d.headers["dlq.destination"], d.headers["dlq.reason"], d.headers["dlq.http_status"], d.key)
+        for d in dlq
+    ] == [("kognitiv", "permanent_http_error", "404", b"m-2")]
     assert dlq[0].value == records[1][2]
     assert sorted(r["member"] for r in simulators.kognitiv.state.received) == ["m-1", "m-3"]
     braze_members = sorted(o["external_id"] for o in simulators.braze.state.attributes())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from typing import Any, Final
 
 _EMAIL: Final = re.compile(r"([^\s\"'<>@:/]{1,64})@([^\s\"'<>@]+\.[A-Za-z]{2,})")
@@ -26,7 +26,9 @@ class Redactor:
         value = _AUTH_HEADER.sub(r"\1\2 ***", value)
         return _EMAIL.sub(_mask_email, value)
 
-    def event_dict(self, _logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    def event_dict(
+        self, _logger: Any, _method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
         """structlog processor."""
         for key, value in event.items():
             if key.lower() in _SENSITIVE_KEYS:

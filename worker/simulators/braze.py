@@ -129,8 +129,13 @@ def create_app(state: BrazeState | None = None) -> web.Application:
         arrays = {k: document.get(k) or [] for k in ("attributes", "events", "purchases")}
         if any(not isinstance(v, list) for v in arrays.values()) or not any(arrays.values()):
             state.log(request, 400, 0, len(body))
-            return json_response({"message": "Valid data must be provided in the 'attributes', "
-                                  "'events', or 'purchases' fields."}, 400)
+            return json_response(
+                {
+                    "message": "Valid data must be provided in the 'attributes', "
+                    "'events', or 'purchases' fields."
+                },
+                400,
+            )
         sizes = [len(v) for v in arrays.values()]
         if (sum(sizes) if state.cap_mode == "combined" else max(sizes)) > state.cap:
             state.log(request, 400, 0, len(body))
@@ -149,8 +154,14 @@ def create_app(state: BrazeState | None = None) -> web.Application:
         total = sum(sizes)
         if not accepted:
             state.log(request, 400, total, len(body))
-            return json_response({"message": "Valid data must be provided in the 'attributes', "
-                                  "'events', or 'purchases' fields.", "errors": errors}, 400)
+            return json_response(
+                {
+                    "message": "Valid data must be provided in the 'attributes', "
+                    "'events', or 'purchases' fields.",
+                    "errors": errors,
+                },
+                400,
+            )
         for array, obj in accepted:
             state.record({"array": array, "object": obj})
         reply: dict[str, Any] = {"message": "success"}
@@ -189,28 +200,50 @@ def create_app(state: BrazeState | None = None) -> web.Application:
             return _bad(state, request, body, "No Recipients")
         recipients = recipients or []
         if not isinstance(recipients, list) or len(recipients) > 50:
-            return _bad(state, request, body,
-                        "The max number of external_ids and aliases per request was exceeded")
+            return _bad(
+                state,
+                request,
+                body,
+                "The max number of external_ids and aliases per request was exceeded",
+            )
         for recipient in recipients:
             if not isinstance(recipient, dict) or (
                 ("external_user_id" in recipient) == ("user_alias" in recipient)
             ):
-                return _bad(state, request, body,
-                            "each recipient needs exactly one of external_user_id or user_alias")
+                return _bad(
+                    state,
+                    request,
+                    body,
+                    "each recipient needs exactly one of external_user_id or user_alias",
+                )
             own = recipient.get(properties_key, {})
             if not isinstance(own, dict):
                 return _bad(state, request, body, f"{properties_key} must be an object")
             if recipient.get("send_to_existing_only") is False and "attributes" not in recipient:
-                return _bad(state, request, body, "attributes required with send_to_existing_only false")
+                return _bad(
+                    state, request, body, "attributes required with send_to_existing_only false"
+                )
         for recipient in recipients:
             merged = {**properties, **recipient.get(properties_key, {})}
-            state.record({"array": "recipients", "kind": kind, "id": target,
-                          "recipient": recipient, "properties": merged})
+            state.record(
+                {
+                    "array": "recipients",
+                    "kind": kind,
+                    "id": target,
+                    "recipient": recipient,
+                    "properties": merged,
+                }
+            )
         if broadcast is True:
-            state.record({"array": "broadcast", "kind": kind, "id": target, "properties": properties})
+            state.record(
+                {"array": "broadcast", "kind": kind, "id": target, "properties": properties}
+            )
         state.log(request, state.success_status, max(1, len(recipients)), len(body))
-        return json_response({"dispatch_id": secrets.token_hex(8), "message": "success"},
-                             state.success_status, rate_headers(_family(document)))
+        return json_response(
+            {"dispatch_id": secrets.token_hex(8), "message": "success"},
+            state.success_status,
+            rate_headers(_family(document)),
+        )
 
     async def campaigns(request: web.Request) -> web.StreamResponse:
         return await trigger(request, "campaign")

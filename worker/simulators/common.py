@@ -134,7 +134,9 @@ class SimulatorState:
 
     def log(self, request: web.Request, status: int, items: int, size: int) -> None:
         self.statuses[status] += 1
-        self.requests.append(RequestLog(request.method, request.path, status, items, size, time.time()))
+        self.requests.append(
+            RequestLog(request.method, request.path, status, items, size, time.time())
+        )
 
     def reset(self) -> None:
         self.received.clear()
@@ -161,7 +163,9 @@ class SimulatorState:
         raise web.HTTPBadRequest(text="this simulator has no credentials to change")
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         body=orjson.dumps(body), status=status, headers=headers, content_type="application/json"
     )

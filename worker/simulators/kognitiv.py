@@ -83,7 +83,11 @@ def create_app(state: KognitivState | None = None) -> web.Application:
         if fault is not None:
             return fault
         header = request.headers.get("Authorization", "")
-        expiry = state.tokens.get(header.removeprefix("Bearer ")) if header.startswith("Bearer ") else None
+        expiry = (
+            state.tokens.get(header.removeprefix("Bearer "))
+            if header.startswith("Bearer ")
+            else None
+        )
         if expiry is None or expiry <= time.time():
             state.log(request, 401, 0, 0)
             return json_response({"error": "invalid_token"}, 401)

@@ -34,7 +34,9 @@ _PLATFORMS = {"ANDROID", "iOS", "web", "TV", "unknown"}
 @dataclass
 class MoEngageState(SimulatorState):
     name: str = "moengage"
-    workspaces: dict[str, str] = field(default_factory=lambda: {"sim-workspace": "sim-moengage-key"})
+    workspaces: dict[str, str] = field(
+        default_factory=lambda: {"sim-workspace": "sim-moengage-key"}
+    )
     bulk_mode: Literal["reject_400", "drop_200"] = "reject_400"
     reset_epoch: bool = False
     customer_limit: int = 60_000  # bulk: users and events per minute
@@ -80,9 +82,14 @@ def create_app(state: MoEngageState | None = None) -> web.Application:
         return state.windows["event"].headers(epoch=state.reset_epoch, lowercase=True)
 
     def throttled() -> web.Response:
-        response = _fail(429, "Rate Limits Exceeded",
-                         "Rate limits for customers exceeded. Please Try After Some Time")
-        response.headers.update(state.windows["event"].headers(epoch=state.reset_epoch, lowercase=True))
+        response = _fail(
+            429,
+            "Rate Limits Exceeded",
+            "Rate limits for customers exceeded. Please Try After Some Time",
+        )
+        response.headers.update(
+            state.windows["event"].headers(epoch=state.reset_epoch, lowercase=True)
+        )
         return response
 
     def failed(status: int) -> web.Response:
@@ -112,15 +119,27 @@ def create_app(state: MoEngageState | None = None) -> web.Application:
             return _fail(400, "Empty request body", "A valid JSON document is required")
         if document is ... or not isinstance(document, dict):
             state.log(request, 400, 0, len(body))
-            return _fail(400, "Malformed JSON", "Could not decode the request body. The JSON was "
-                         "incorrect or not encoded as UTF-8.")
+            return _fail(
+                400,
+                "Malformed JSON",
+                "Could not decode the request body. The JSON was "
+                "incorrect or not encoded as UTF-8.",
+            )
         if kind == "transition":
             if document.get("type") != "transition":
-                return _bad(state, request, body, "AttributeError", "type should be transition", "type")
+                return _bad(
+                    state, request, body, "AttributeError", "type should be transition", "type"
+                )
             elements = document.get("elements")
             if not isinstance(elements, list) or not elements:
-                return _bad(state, request, body, "MissingAttributeError",
-                            "'elements cannot be empty array", "elements")
+                return _bad(
+                    state,
+                    request,
+                    body,
+                    "MissingAttributeError",
+                    "'elements cannot be empty array",
+                    "elements",
+                )
         else:
             elements = [document]
         good: list[dict[str, Any]] = []
@@ -141,16 +160,24 @@ def create_app(state: MoEngageState | None = None) -> web.Application:
         for element in good:
             if element["type"] == "event":
                 for action in element["actions"]:
-                    state.record({"type": "event", "customer_id": element["customer_id"],
-                                  "action": action})
+                    state.record(
+                        {"type": "event", "customer_id": element["customer_id"], "action": action}
+                    )
             else:
-                state.record({"type": element["type"], "customer_id": element["customer_id"],
-                              "attributes": element.get("attributes", {})})
+                state.record(
+                    {
+                        "type": element["type"],
+                        "customer_id": element["customer_id"],
+                        "attributes": element.get("attributes", {}),
+                    }
+                )
         state.log(request, 200, len(elements), len(body))
         return json_response(
-            {"status": "success",
-             "message": "Your request has been accepted and will be processed soon.",
-             "request_id": secrets.token_hex(4)},
+            {
+                "status": "success",
+                "message": "Your request has been accepted and will be processed soon.",
+                "request_id": secrets.token_hex(4),
+            },
             200,
             rate_headers(),
         )
@@ -184,10 +211,15 @@ def _auth_problem(state: MoEngageState, request: web.Request) -> web.Response | 
     if user not in state.workspaces:
         return _fail(401, "Authentication required", "Invalid APP_ID used in Authentication Header")
     if state.workspaces[user] != password:
-        return _fail(401, "Authentication required",
-                     "App Secret key mismatch. Please login to the dashboard to verify key")
+        return _fail(
+            401,
+            "Authentication required",
+            "App Secret key mismatch. Please login to the dashboard to verify key",
+        )
     if request.match_info["workspace"] != user:
-        return _fail(409, "Authentication Mismatch", "App key mismatch in params and authentication")
+        return _fail(
+            409, "Authentication Mismatch", "App key mismatch in params and authentication"
+        )
     return None
 
 
@@ -203,7 +235,11 @@ def _element_problem(element: Any, expected_type: str | None) -> tuple[str, str,
     if customer_id is None:
         return ("MissingAttributeError", "customer_id is not found in the payload", "customer_id")
     if not isinstance(customer_id, str) or not customer_id.strip():
-        return ("MissingAttributeError", "customer_id can not be empty Unicode String", "customer_id")
+        return (
+            "MissingAttributeError",
+            "customer_id can not be empty Unicode String",
+            "customer_id",
+        )
     if customer_id.strip().lower() in BLOCKED_IDS or len(customer_id.strip()) < 2:
         return ("InvalidParams", "customer_id is blocked", "customer_id")
     if kind == "event":
@@ -211,7 +247,11 @@ def _element_problem(element: Any, expected_type: str | None) -> tuple[str, str,
         if not isinstance(actions, list) or not actions:
             return ("MissingAttributeError", "actions can not be empty Array", "actions")
         for action in actions:
-            if not isinstance(action, dict) or not isinstance(action.get("action"), str) or not action["action"]:
+            if (
+                not isinstance(action, dict)
+                or not isinstance(action.get("action"), str)
+                or not action["action"]
+            ):
                 return ("MissingAttributeError", "action is not found in the payload", "action")
             if "platform" in action and action["platform"] not in _PLATFORMS:
                 return ("AttributeError", "platform is invalid", "platform")
@@ -222,12 +262,21 @@ def _element_problem(element: Any, expected_type: str | None) -> tuple[str, str,
         added = attributes.get("addValueToArrayField") or {}
         removed = attributes.get("removeValueFromArrayField") or {}
         if isinstance(added, dict) and isinstance(removed, dict) and set(added) & set(removed):
-            return ("ArrayFieldError", "the same attribute cannot be added and removed", "attributes")
+            return (
+                "ArrayFieldError",
+                "the same attribute cannot be added and removed",
+                "attributes",
+            )
     return None
 
 
 def _bad(
-    state: SimulatorState, request: web.Request, body: bytes, type_: str, message: str, attribute: str
+    state: SimulatorState,
+    request: web.Request,
+    body: bytes,
+    type_: str,
+    message: str,
+    attribute: str,
 ) -> web.Response:
     state.log(request, 400, 0, len(body))
     return _fail(400, type_, message, attribute)

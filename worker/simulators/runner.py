@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,7 +84,7 @@ class SimulatorSet:
         states: Mapping[str, SimulatorState] | None = None,
     ) -> AsyncIterator[SimulatorSet]:
         states = dict(states or {})
-        factories = {
+        factories: dict[str, tuple[Callable[[Any], web.Application], type[SimulatorState]]] = {
             "braze": (braze.create_app, braze.BrazeState),
             "moengage": (moengage.create_app, moengage.MoEngageState),
             "sessionm": (sessionm.create_app, sessionm.SessionMState),
@@ -95,7 +95,7 @@ class SimulatorSet:
             for name, (create_app, state_type) in factories.items():
                 state = states.get(name) or state_type()
                 state.rate_limits = rate_limits
-                runner = web.AppRunner(create_app(state), access_log=None)  # type: ignore[arg-type]
+                runner = web.AppRunner(create_app(state), access_log=None)
                 await runner.setup()
                 site = web.TCPSite(runner, host, (ports or {}).get(name, 0))
                 await site.start()
@@ -112,8 +112,12 @@ def serve(host: str = "127.0.0.1", port_base: int = 9200, *, rate_limits: bool =
     """Run all four simulators until SIGTERM/SIGINT (ports base..base+3)."""
 
     async def main() -> None:
-        ports = {"braze": port_base, "moengage": port_base + 1, "sessionm": port_base + 2,
-                 "kognitiv": port_base + 3}
+        ports = {
+            "braze": port_base,
+            "moengage": port_base + 1,
+            "sessionm": port_base + 2,
+            "kognitiv": port_base + 3,
+        }
         if port_base == 0:
             ports = {}
         async with SimulatorSet.start(host, ports, rate_limits=rate_limits) as sims:

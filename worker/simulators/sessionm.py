@@ -59,8 +59,9 @@ def create_app(state: SessionMState | None = None) -> web.Application:
     app = web.Application()
 
     def throttled() -> web.Response:
-        return json_response({"status": "error", "errors": {"code": "rate_limited"}}, 429,
-                             {"Retry-After": "1"})
+        return json_response(
+            {"status": "error", "errors": {"code": "rate_limited"}}, 429, {"Retry-After": "1"}
+        )
 
     def failed(status: int) -> web.Response:
         return _error("internal_server_error", status)
@@ -82,8 +83,10 @@ def create_app(state: SessionMState | None = None) -> web.Application:
             state.log(request, 404 if state.unknown_user_mode == "http_404" else 200, 0, len(body))
             return _error("user_not_found", 404 if state.unknown_user_mode == "http_404" else 200)
         tag_list = document.get("tags") if isinstance(document, dict) else None
-        if not isinstance(tag_list, list) or not tag_list or not all(
-            isinstance(t, str) and t for t in tag_list
+        if (
+            not isinstance(tag_list, list)
+            or not tag_list
+            or not all(isinstance(t, str) and t for t in tag_list)
         ):
             state.log(request, 200, 0, len(body))
             return _error("missing_data")

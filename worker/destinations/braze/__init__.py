@@ -15,6 +15,11 @@ DESTINATION = Destination(
     batch_rule=transform.batch_rule,
     build=transform.build,
     check=response.check,
-    event_types=("rewards_issued", "member_enrolled", "offer_issued", "audience_membership_changed"),
+    event_types=(
+        "rewards_issued",
+        "member_enrolled",
+        "offer_issued",
+        "audience_membership_changed",
+    ),
     auth_headers=transform.auth_headers,
 )

@@ -48,6 +48,6 @@ def _rejected_items(errors: list[Any], request: Request) -> dict[int, str]:
         if not isinstance(error, dict):
             continue
         key = (str(error.get("input_array")), error.get("index"))
-        if isinstance(key[1], int) and key in positions:  # type: ignore[comparison-overlap]
+        if isinstance(key[1], int) and key in positions:
             rejected[positions[key]] = str(error.get("type", "rejected"))[:300]
     return rejected

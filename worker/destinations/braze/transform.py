@@ -51,7 +51,13 @@ _OFFER_FIELDS: Final = (
     "point_account_name",
     "campaign",
 )
-_REWARD_FIELDS: Final = ("reward_type", "issued_date", "issued_location_name", "reward_id", "points")
+_REWARD_FIELDS: Final = (
+    "reward_type",
+    "issued_date",
+    "issued_location_name",
+    "reward_id",
+    "points",
+)
 
 
 def transform(event: LoyaltyEvent, settings: BrazeSettings) -> list[Item]:

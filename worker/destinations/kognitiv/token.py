@@ -63,7 +63,11 @@ class TokenProvider:
 
     async def _refresh(self, stale: str | None) -> str:
         async with self._lock:
-            if self._token is not None and self._token != stale and self._clock() < self._refresh_at:
+            if (
+                self._token is not None
+                and self._token != stale
+                and self._clock() < self._refresh_at
+            ):
                 return self._token  # another caller refreshed while we waited
             if self._failed_at is not None and self._last_failure is not None:
                 if self._clock() - self._failed_at < self._retry_seconds:
@@ -100,8 +104,11 @@ class TokenProvider:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Retryable(f"kognitiv token endpoint unreachable: {type(exc).__name__}") from exc
         document = _json(body)
-        if status == 200 and isinstance(document.get("access_token"), str):
-            return document["access_token"], float(document.get("expires_in") or 3600)
+        access_token = document.get("access_token")
+        if status == 200 and isinstance(access_token, str):
+            expires_in = document.get("expires_in")
+            lifetime = float(expires_in) if isinstance(expires_in, int | float) else 3600.0
+            return access_token, lifetime
         error = str(document.get("error", ""))
         if status in (400, 401) and (error in _CREDENTIAL_ERRORS or status == 401):
             failure = AuthFailed(

@@ -38,5 +38,6 @@ def build(group: str, items: Sequence[Item], settings: KognitivSettings) -> Requ
     member = quote(item.member_id, safe="")
     base = settings.api_base_url.rstrip("/")
     url = f"{base}/api/groups/promotionalMember/{group_ref}/members/{member}"
-    method = "PUT" if item.payload["action"] == "add" else "DELETE"
-    return Request(method, url, None, (item,), ENDPOINT)
+    if item.payload["action"] == "add":
+        return Request("PUT", url, None, (item,), ENDPOINT)
+    return Request("DELETE", url, None, (item,), ENDPOINT)

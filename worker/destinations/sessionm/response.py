@@ -16,7 +16,9 @@ from worker.deliver.backoff import raise_for_status
 from worker.destinations.base import Accepted, Request, Response
 from worker.errors import Rejected, Retryable
 
-PERMANENT_CODES: Final = frozenset({"user_not_found", "missing_data", "validation", "argument_error"})
+PERMANENT_CODES: Final = frozenset(
+    {"user_not_found", "missing_data", "validation", "argument_error"}
+)
 
 
 def check(response: Response, request: Request, now: float | None = None) -> Accepted:
