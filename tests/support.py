@@ -187,6 +187,10 @@ class WorkerProcess:
         finally:
             self._log.close()
 
+    async def stop(self, timeout: float = 60) -> int:
+        """SIGTERM and wait without blocking the event loop (in-process simulators keep serving)."""
+        return await asyncio.to_thread(self.terminate, timeout)
+
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from worker.errors import ConfigError
 
 
 def run_check(config_file: str | None, *, connect: bool = False) -> int:
-    console = Console(highlight=False)
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     try:
         settings = load_settings(config_file)
     except ConfigError as exc:

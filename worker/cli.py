@@ -121,7 +121,8 @@ def _run_async(coro: Any) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
+        # with standalone_mode=False click returns an Exit's code instead of raising it
+        result = cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
@@ -132,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except ConfigError as exc:
         return _fail(exc)
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

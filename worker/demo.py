@@ -8,6 +8,7 @@ final outcome at every destination, prints a summary and exits 0.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import Counter
 from typing import Any
@@ -27,7 +28,7 @@ BAD_EVENTS = 7
 
 
 async def run_demo(*, events: int = 60, timeout: float = 60.0) -> int:
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)
     configure_logging("error", json=False)
     started = time.monotonic()
     console.print("[bold]loyalty-relay demo[/bold]: starting the embedded broker and simulators…")

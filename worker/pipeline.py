@@ -176,6 +176,8 @@ class DestinationPipeline:
     def partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         for tp in assigned:
             self.progress.setdefault(tp, PartitionProgress())
+        if self._paused and assigned:  # a rebalance does not carry the paused state over
+            self.consumer.pause(*assigned)
         self.assigned = True
         log.info(
             "partitions_assigned",
@@ -413,7 +415,9 @@ class DestinationPipeline:
 
     def _apply_backpressure(self) -> None:
         waiting = self.batcher.items_waiting
-        if not self._paused and waiting >= self._max_buffered:
+        # an open breaker (or refused credentials) pauses at once: events wait in Kafka
+        unwell = waiting > 0 and not self.sender.healthy
+        if not self._paused and (waiting >= self._max_buffered or unwell):
             partitions = list(self.consumer.assignment())
             self.consumer.pause(*partitions)
             self._paused = True
@@ -421,9 +425,9 @@ class DestinationPipeline:
                 "partitions_paused",
                 destination=self.name,
                 waiting_items=waiting,
-                reason="destination is slow or failing; buffer full",
+                reason="destination is failing" if unwell else "destination is slow; buffer full",
             )
-        elif self._paused and waiting <= self._max_buffered // 2:
+        elif self._paused and not unwell and waiting <= self._max_buffered // 2:
             self.consumer.resume(*self.consumer.paused())
             self._paused = False
             log.info("partitions_resumed", destination=self.name, waiting_items=waiting)

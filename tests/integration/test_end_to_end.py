@@ -215,7 +215,7 @@ async def test_every_event_type_reaches_braze_and_moengage_and_bad_input_is_dead
         }
         assert letter.headers["dlq.original_topic"] == topics[0]
 
-    assert worker.terminate() == 0
+    assert await worker.stop() == 0
     for dest in ("braze", "moengage"):
         group = f"g-{topics[0].split('.')[0]}.{dest}"
         positions = await committed_and_highwater(kafka_bootstrap, group, topics)
@@ -258,7 +258,7 @@ async def test_permanent_and_exhausted_failures_are_dead_lettered_for_that_desti
         + [("moengage", "retries_exhausted", "500", "3", f"e-{i}") for i in range(3)]
     )
     assert "wrong-key-123" not in "".join(d.headers["dlq.error"] for d in dlq)
-    assert worker.terminate() == 0
+    assert await worker.stop() == 0
     assert "wrong-key-123" not in worker.logs()
 
 

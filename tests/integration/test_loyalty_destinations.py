@@ -69,7 +69,7 @@ async def test_audience_events_fan_out_to_all_four_destinations(
         ("m-2", ["vip"], None),
     ]
     assert kognitiv.token_requests == 1
-    assert worker.terminate() == 0
+    assert await worker.stop() == 0
     logs = worker.log_lines()
     skipped = [line for line in logs if line.get("event") == "skipped"]
     assert [(s["destination"], s["event_id"]) for s in skipped] == [("sessionm", "e-3")]
@@ -100,7 +100,7 @@ async def test_token_expiring_mid_run_is_refreshed_without_dead_letters(
             await asyncio.sleep(2.0)  # past the 1.5 s refresh point of the first token
     assert kognitiv.token_requests >= 3
     assert kognitiv.statuses[401] >= 1
-    assert worker.terminate() == 0
+    assert await worker.stop() == 0
     assert await read_all(kafka_bootstrap, topics[3] + ".dlq", settle=0.5) == []
 
 
@@ -120,7 +120,7 @@ async def test_revoked_secret_pauses_kognitiv_without_loss_and_resumes_when_fixe
     kognitiv.clients = {"sim-kognitiv-client": "sim-kognitiv-secret"}
     await wait_for(lambda: len(kognitiv.received) == 6, 60, "Kognitiv catching up")
     assert sorted(r["member"] for r in kognitiv.received) == [f"m-{i}" for i in range(6)]
-    assert worker.terminate() == 0
+    assert await worker.stop() == 0
     assert await read_all(kafka_bootstrap, topics[3] + ".dlq", settle=0.5) == []
     assert "rotated-elsewhere" not in worker.logs()
     assert "sim-kognitiv-secret" not in worker.logs()
@@ -159,4 +159,4 @@ async def test_unknown_members_are_dead_lettered_for_kognitiv_only(
     assert braze_members == ["m-1", "m-2", "m-3"]
     moengage_members = sorted(c["customer_id"] for c in simulators.moengage.state.customers())
     assert moengage_members == ["m-1", "m-2", "m-3"]
-    assert worker.terminate() == 0
+    assert await worker.stop() == 0

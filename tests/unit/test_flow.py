@@ -16,7 +16,7 @@ class Clock:
 
 
 def test_throttle_halves_once_per_second_and_recovers_additively() -> None:
-    """A burst of 429s halves the rate once; successes raise it by 2 % of max per second."""
+    """A burst of 429s halves the rate once; then successes add 2 % of max per second."""
     clock = Clock()
     limiter = AdaptiveRateLimiter(100.0, clock=clock)
     limiter.on_throttled(None)
@@ -27,7 +27,7 @@ def test_throttle_halves_once_per_second_and_recovers_additively() -> None:
     assert limiter.rate == 25.0
     clock.now += 10.0
     limiter.on_success({})
-    assert limiter.rate == pytest.approx(25.0 + 100.0 * 0.02 * 11.0)
+    assert limiter.rate == pytest.approx(25.0 + 100.0 * 0.02 * 10.0)
 
 
 def test_rate_never_exceeds_configured_maximum() -> None:
