@@ -21,6 +21,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -292,6 +293,11 @@ def log_events(worker: Any, name: str, **fields: Any) -> list[dict[str, Any]]:
         for line in worker.log_lines()
         if line.get("event") == name and all(line.get(k) == v for k, v in fields.items())
     ]
+
+
+def log_time(line: Mapping[str, Any]) -> float:
+    """A log line's timestamp as epoch seconds."""
+    return datetime.fromisoformat(str(line["timestamp"]).replace("Z", "+00:00")).timestamp()
 
 
 def no_tracebacks(*workers: Any) -> None:

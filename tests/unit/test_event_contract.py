@@ -1,0 +1,158 @@
+"""Decoding against schemas/: every example decodes, every kind of bad input has its reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from worker.decode import decode
+from worker.errors import DecodeError
+from worker.events import Consumed
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "schemas" / "examples").glob("*.json"))
+GOOD = orjson.loads((EXAMPLES[-1]).read_bytes())
+
+
+def _record(value: bytes | None) -> Consumed:
+    return Consumed("loyalty.rewards_issued", 0, 0, b"m", value)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_every_schema_example_decodes(path: Path) -> None:
+    """Each example in schemas/examples is a valid event of the type it is named after."""
+    event = decode(_record(path.read_bytes()))
+    assert event.event_type == path.stem
+    assert event.schema_version == 1
+
+
+def _with(**changes: object) -> bytes:
+    return orjson.dumps({**GOOD, **changes})
+
+
+@pytest.mark.parametrize(
+    ("value", "reason", "message"),
+    [
+        (None, "empty_value", "the record has no value"),
+        (b"", "empty_value", "the record has no value"),
+        (b"x" * 1_048_577, "too_large", "value is 1048577 bytes, over the 1048576 byte limit"),
+        (b"\xff\xfe", "invalid_utf8", "value is not UTF-8"),
+        (b'{"a": ', "invalid_json", None),
+        (b"[" * 5000 + b"]" * 5000, "invalid_json", None),
+        (b'"just a string"', "not_an_object", "value is a JSON str, not an object"),
+        (_with(member_id=""), "missing_member_id", None),
+        (_with(member_id=7), "missing_member_id", None),
+        (_with(event_type="points_moved"), "unknown_event_type", None),
+        (_with(schema_version=2), "unknown_schema_version",
+         "schema_version 2 is not supported (this worker knows 1)"),
+        (_with(schema_version="1"), "schema_violation", None),
+        (_with(occurred_at="yesterday"), "schema_violation", "occurred_at violates format date-time"),
+        (_with(data={"reward_type": "x", "issued_date": 5}), "schema_violation", None),
+    ],
+)
+def test_bad_input_reasons(value: bytes | None, reason: str, message: str | None) -> None:
+    """Each kind of bad record raises DecodeError with the documented dlq.reason."""
+    rewards = orjson.loads(EXAMPLES[-1].read_bytes())
+    assert rewards["event_type"] == "rewards_issued"
+    with pytest.raises(DecodeError) as caught:
+        decode(_record(value))
+    assert caught.value.reason == reason
+    if message is not None:
+        assert str(caught.value) == message
+
+
+def test_violation_message_names_the_path_not_the_value() -> None:
+    """Schema messages name the field and the rule, never the (possibly personal) value."""
+    bad = orjson.loads(EXAMPLES[1].read_bytes())
+    bad["data"]["email"] = "not-an-address-of-ada-lovelace"
+    with pytest.raises(DecodeError) as caught:
+        decode(_record(orjson.dumps(bad)))
+    assert str(caught.value) == "data.email violates format email"
+
+
+def test_offer_with_campaign_and_canvas_is_refused() -> None:
+    """At most one of braze_campaign_id and braze_canvas_id may be present."""
+    offer = orjson.loads(EXAMPLES[2].read_bytes())
+    offer["data"]["braze_canvas_id"] = "v-1"
+    with pytest.raises(DecodeError, match="both braze_campaign_id and braze_canvas_id"):
+        decode(_record(orjson.dumps(offer)))
+
+
+def test_unknown_extra_fields_are_allowed() -> None:
+    """Extra fields in the envelope and in data do not fail validation."""
+    event = decode(_record(_with(extra="x", data={**GOOD["data"], "tier": "gold"})))
+    assert event.data["tier"] == "gold"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_only_raise_decode_errors(value: bytes) -> None:
+    """No byte string makes decode raise anything but DecodeError."""
+    try:
+        decode(_record(value))
+    except DecodeError:
+        pass
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(list(GOOD) + ["x"]), JSON, max_size=8))
+def test_arbitrary_envelopes_only_raise_decode_errors(document: dict[str, object]) -> None:
+    """Any JSON object, however wrong, yields an event or a DecodeError."""
+    try:
+        decode(_record(orjson.dumps({**GOOD, **document})))
+    except DecodeError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    event_type=st.sampled_from(
+        ["rewards_issued", "member_enrolled", "offer_issued", "audience_membership_changed"]
+    ),
+    member=st.text(min_size=1, max_size=300),
+    extra=st.dictionaries(st.text(max_size=300), JSON, max_size=4),
+)
+def test_decode_then_transform_raises_only_typed_errors(
+    event_type: str, member: str, extra: dict[str, object]
+) -> None:
+    """For any member id and extra data fields, decode+transform raise only the worker's errors."""
+    import random
+
+    from worker.destinations.registry import REGISTRY
+    from worker.errors import WorkerError
+    from worker.sample import make_event
+
+    document = make_event(event_type, "m", 1, random.Random(3))
+    document["member_id"] = member
+    document["data"] = {**extra, **document["data"]}
+    if event_type == "offer_issued" and isinstance(extra.get("x"), dict):
+        document["data"]["campaign"] = {"custom_data": extra["x"]}
+    settings_by_name = {
+        "braze": {"rest_endpoint": "https://b", "api_key": "k"},
+        "moengage": {"api_endpoint": "https://m", "workspace_id": "w", "api_key": "k"},
+        "sessionm": {"core_endpoint": "https://s", "api_key": "k", "api_secret": "s"},
+        "kognitiv": {"api_base_url": "https://k", "client_id": "c", "client_secret": "s"},
+    }
+    try:
+        event = decode(_record(orjson.dumps(document)))
+        for name, destination in REGISTRY.items():
+            dest_settings = destination.settings_type.model_validate(settings_by_name[name])
+            for item in destination.transform(event, dest_settings):
+                rule = destination.batch_rule(item.group, dest_settings)
+                request = destination.build(item.group, [item], dest_settings)
+                assert request.items == (item,)
+                assert rule.max_items >= 1
+    except WorkerError:
+        pass

@@ -1,0 +1,194 @@
+"""The simulators enforce the documented contracts (destination-apis.md §5), not "accept anything"."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from worker.simulators.runner import SimulatorSet
+
+BRAZE_AUTH = {"Authorization": "Bearer sim-braze-key"}
+MOE_AUTH = {
+    "Authorization": "Basic " + base64.b64encode(b"sim-workspace:sim-moengage-key").decode()
+}
+
+
+@pytest.fixture
+async def sims() -> AsyncIterator[tuple[SimulatorSet, aiohttp.ClientSession]]:
+    async with SimulatorSet.start() as simulators, aiohttp.ClientSession() as session:
+        yield simulators, session
+
+
+async def _post(
+    session: aiohttp.ClientSession, url: str, body: Any, headers: dict[str, str]
+) -> tuple[int, Any, Any]:
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    async with session.post(
+        url, data=data, headers={"Content-Type": "application/json", **headers}
+    ) as resp:
+        raw = await resp.read()
+        return resp.status, (orjson.loads(raw) if raw else None), resp.headers
+
+
+def _event(i: int, **extra: Any) -> dict[str, Any]:
+    return {"external_id": f"m-{i}", "name": "x", "time": "2026-11-20T10:00:00Z", **extra}
+
+
+async def test_braze_users_track_rules(sims: Any) -> None:
+    """Auth, the 75-object cap, per-object errors and the all-invalid 400 follow §5.1."""
+    simulators, session = sims
+    url = simulators.braze.url + "/users/track"
+    status, body, _ = await _post(
+        session, url, {"events": [_event(1)]}, {"Authorization": "Bearer no"}
+    )
+    assert (status, body) == (401, {"message": "Invalid API Key"})
+    status, body, headers = await _post(
+        session, url, {"events": [_event(i) for i in range(76)]}, BRAZE_AUTH
+    )
+    assert (status, body["message"]) == (400, "Max Input Length Exceeded")
+    status, body, headers = await _post(
+        session,
+        url,
+        {
+            "events": [
+                _event(1),
+                {"name": "x", "time": "2026-11-20T10:00:00Z"},
+                _event(3, properties={"$bad": 1}),
+            ]
+        },
+        BRAZE_AUTH,
+    )
+    assert status == 201
+    assert body["events_processed"] == 1
+    assert [(e["input_array"], e["index"]) for e in body["errors"]] == [
+        ("events", 1),
+        ("events", 2),
+    ]
+    assert headers["X-RateLimit-Limit"] == "3000"
+    status, body, _ = await _post(session, url, {"events": [{"name": "x"}]}, BRAZE_AUTH)
+    assert status == 400 and body["message"].startswith("Valid data must be provided")
+    status, _, _ = await _post(session, url, b"x" * (4 * 1024 * 1024 + 1), BRAZE_AUTH)
+    assert status == 413
+    assert len(simulators.braze.state.received) == 1
+
+
+async def test_braze_trigger_send_rules(sims: Any) -> None:
+    """Recipients cap, one identifier each, broadcast without recipients (§5.1.4)."""
+    simulators, session = sims
+    url = simulators.braze.url + "/campaigns/trigger/send"
+    many = [{"external_user_id": f"m-{i}"} for i in range(51)]
+    status, _, _ = await _post(session, url, {"campaign_id": "c", "recipients": many}, BRAZE_AUTH)
+    assert status == 400
+    both = [{"external_user_id": "m", "user_alias": {"alias_name": "a", "alias_label": "b"}}]
+    status, _, _ = await _post(session, url, {"campaign_id": "c", "recipients": both}, BRAZE_AUTH)
+    assert status == 400
+    status, body, _ = await _post(
+        session, url, {"campaign_id": "c", "broadcast": True, "recipients": many[:1]}, BRAZE_AUTH
+    )
+    assert status == 400
+    status, body, _ = await _post(session, url, {"campaign_id": "c"}, BRAZE_AUTH)
+    assert (status, body["message"]) == (400, "No Recipients")
+    status, body, _ = await _post(
+        session,
+        url,
+        {"campaign_id": "c", "recipients": many[:2], "trigger_properties": {"a": 1}},
+        BRAZE_AUTH,
+    )
+    assert status == 201 and body["message"] == "success"
+    assert [r["properties"] for r in simulators.braze.state.sends()] == [{"a": 1}, {"a": 1}]
+
+
+async def test_braze_rate_limit_and_faults(sims: Any) -> None:
+    """Over the window → 429 with reset headers; injected faults answer without recording."""
+    simulators, session = sims
+    state = simulators.braze.state
+    state.windows["track"].limit = 2
+    url = simulators.braze.url + "/users/track"
+    statuses = [
+        (await _post(session, url, {"events": [_event(i)]}, BRAZE_AUTH))[0] for i in range(3)
+    ]
+    assert statuses == [201, 201, 429]
+    state.rate_limits = False
+    state.faults.update({"status": 503, "status_count": 1})
+    assert (await _post(session, url, {"events": [_event(9)]}, BRAZE_AUTH))[0] == 503
+    state.faults.update({"throttle_count": 1})
+    state.throttle_mode = "retry_after"
+    status, _, headers = await _post(session, url, {"events": [_event(9)]}, BRAZE_AUTH)
+    assert (status, headers["X-Ratelimit-Retry-After"]) == (429, "1")
+    state.faults.update({"reset_count": 1})
+    with pytest.raises(aiohttp.ClientError):
+        await _post(session, url, {"events": [_event(9)]}, BRAZE_AUTH)
+    assert len(state.received) == 2
+
+
+async def test_moengage_auth_and_limits(sims: Any) -> None:
+    """Basic auth messages, 409 on a path mismatch, 100 KB bulk cap, blocked ids (§5.2)."""
+    simulators, session = sims
+    url = simulators.moengage.url + "/v1/transition/sim-workspace"
+    element = {"type": "event", "customer_id": "m-1", "actions": [{"action": "a"}]}
+    status, body, _ = await _post(session, url, {"type": "transition", "elements": [element]}, {})
+    assert (status, body["error"]["message"]) == (401, "Authentication Header Required")
+    bad_key = {"Authorization": "Basic " + base64.b64encode(b"sim-workspace:x").decode()}
+    status, body, _ = await _post(
+        session, url, {"type": "transition", "elements": [element]}, bad_key
+    )
+    assert body["error"]["message"].startswith("App Secret key mismatch")
+    other = simulators.moengage.url + "/v1/transition/other"
+    assert (await _post(session, other, {"type": "transition", "elements": [element]}, MOE_AUTH))[
+        0
+    ] == 409
+    big = {"type": "transition", "elements": [element] * 2000}
+    assert (await _post(session, url, big, MOE_AUTH))[0] == 413
+    blocked = {**element, "customer_id": "null"}
+    assert (await _post(session, url, {"type": "transition", "elements": [blocked]}, MOE_AUTH))[
+        0
+    ] == 400
+    status, body, headers = await _post(
+        session, url, {"type": "transition", "elements": [element]}, MOE_AUTH
+    )
+    assert (status, body["status"]) == (200, "success")
+    assert "x-ratelimit-remaining" in headers
+    assert simulators.moengage.state.actions() == [{"customer_id": "m-1", "action": "a"}]
+
+
+async def test_sessionm_and_kognitiv_contracts(sims: Any) -> None:
+    """SessionM status-error bodies and auth; Kognitiv invalid_client, token use and 404s."""
+    simulators, session = sims
+    auth = {
+        "Authorization": "Basic "
+        + base64.b64encode(b"sim-sessionm-key:sim-sessionm-secret").decode()
+    }
+    tags = simulators.sessionm.url + "/priv/v1/apps/sim-sessionm-key/users/u-1/tags"
+    assert (await _post(session, tags, {"tags": ["t"]}, {}))[0] == 401
+    status, body, _ = await _post(session, tags, {"tags": []}, auth)
+    assert (status, body) == (200, {"status": "error", "errors": {"code": "missing_data"}})
+    simulators.sessionm.state.known_users = {"u-2"}
+    status, body, _ = await _post(session, tags, {"tags": ["t"]}, auth)
+    assert body["errors"]["code"] == "user_not_found"
+
+    base = simulators.kognitiv.url
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": "sim-kognitiv-client",
+        "client_secret": "no",
+    }
+    async with session.post(base + "/Auth/connect/token", data=form) as resp:
+        assert (resp.status, await resp.json()) == (400, {"error": "invalid_client"})
+    form["client_secret"] = "sim-kognitiv-secret"
+    async with session.post(base + "/Auth/connect/token", data=form) as resp:
+        token = (await resp.json())["access_token"]
+    member = base + "/api/groups/promotionalMember/vip/members/m-1"
+    async with session.put(member) as resp:
+        assert resp.status == 401
+    simulators.kognitiv.state.known_members = {"m-2"}
+    async with session.put(member, headers={"Authorization": f"Bearer {token}"}) as resp:
+        assert resp.status == 404
+    simulators.kognitiv.state.known_members = None
+    async with session.put(member, headers={"Authorization": f"Bearer {token}"}) as resp:
+        assert resp.status == 200
+    assert simulators.kognitiv.state.members == {"vip": {"m-1"}}
