@@ -130,6 +130,7 @@ class DeadLetterWriter:
                 http_status=letter.http_status,
                 attempts=letter.attempts,
                 event_id=letter.event_id,
+                trace_id=letter.event_id,
                 topic=letter.record.topic,
                 partition=letter.record.partition,
                 offset=letter.record.offset,

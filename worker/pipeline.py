@@ -106,6 +106,8 @@ class DestinationPipeline:
         }
         self._paused = False
         self._commit_lock = asyncio.Lock()
+        # trace ids of every item in every batch, only when someone asked for debug logs
+        self._trace_items = settings.worker.log_level == "debug"
 
     def _default_consumer(self) -> Any:
         return make_consumer(self.settings.kafka, self.group_id)
@@ -280,6 +282,7 @@ class DestinationPipeline:
             destination=self.name,
             event_type=event.event_type,
             event_id=event.event_id,
+            trace_id=event.event_id,
             reason="no call for this event at this destination",
         )
 
@@ -347,6 +350,13 @@ class DestinationPipeline:
             attempts=result.attempts,
             latency_ms=round(elapsed * 1000, 1),
         )
+        if self._trace_items:
+            log.debug(
+                "batch_items",
+                destination=self.name,
+                endpoint=endpoint,
+                trace_ids=[item.event_id for item in batch.items],
+            )
 
     def _dead_letter(self, letters: list[tuple[DeadLetter, Ticket]]) -> None:
         """Write dead letters in the background; their tickets stay held until acknowledged."""
