@@ -76,6 +76,18 @@ async def produce(
     return ends
 
 
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    """The topic's partitions, refreshing metadata until the broker knows it (5 s at most)."""
+    consumer._client.add_topic(topic)  # noqa: SLF001 - ask metadata for this topic too
+    for _ in range(50):
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            return set(partitions)
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - test helper
+        await asyncio.sleep(0.1)
+    return set()
+
+
 @dataclass
 class DeadLetterRecord:
     topic: str
@@ -144,7 +156,7 @@ async def committed_and_highwater(
     try:
         tps = []
         for topic in topics:
-            parts = consumer.partitions_for_topic(topic) or set()
+            parts = await partitions_of(consumer, topic)
             tps += [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)

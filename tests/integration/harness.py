@@ -250,9 +250,7 @@ async def committed(bootstrap: str, group: str, topic: str) -> dict[str, dict[in
     return out
 
 
-def delivered_uncommitted(
-    ledger: Ledger, delivered: set[str], positions: Mapping[int, int]
-) -> int:
+def delivered_uncommitted(ledger: Ledger, delivered: set[str], positions: Mapping[int, int]) -> int:
     """Events already delivered whose offsets are at or past the commit: a crash repeats them."""
     by_id = ledger.by_id
     return sum(

@@ -98,7 +98,7 @@ async def test_every_event_type_reaches_braze_and_moengage_and_bad_input_is_dead
     await wait_for(braze_done, 60, "deliveries at both simulators")
     dlq = await _wait_dead_letters(kafka_bootstrap, topics[0] + ".dlq", 8)
 
-    tracked = [e for e in braze.events()]
+    tracked = list(braze.events())
     assert sorted((e["name"], e["properties"]["event_id"]) for e in tracked) == [
         ("offer_issued", "e-3"),
         ("rewards_issued", "e-1"),

@@ -74,8 +74,11 @@ async def test_metrics_move_with_traffic_and_lag_drains_to_zero(
     await wait_for(lambda: _ok(base + "/readyz"), 30, "/readyz after partition assignment")
 
     records = [
-        (topic_for(topics, "rewards_issued"), f"m-{i}".encode(),
-         orjson.dumps(event("rewards_issued", f"m-{i}", f"e-{i}", REWARD)))
+        (
+            topic_for(topics, "rewards_issued"),
+            f"m-{i}".encode(),
+            orjson.dumps(event("rewards_issued", f"m-{i}", f"e-{i}", REWARD)),
+        )
         for i in range(40)
     ] + [(topics[0], b"m-bad", b"not json")]
     await produce(kafka_bootstrap, records)
@@ -99,13 +102,20 @@ async def test_metrics_move_with_traffic_and_lag_drains_to_zero(
     await wait_for(lag_is_zero, 30, "consumer lag 0 on every partition")
     _, text = await _get(base + "/metrics")
     samples = _samples(text)
-    assert _total(samples, "relay_events_consumed_total", destination="braze",
-                  event_type="rewards_issued") == 40
-    assert _total(samples, "relay_events_consumed_total", destination="braze",
-                  event_type="invalid") == 1
+    assert (
+        _total(
+            samples, "relay_events_consumed_total", destination="braze", event_type="rewards_issued"
+        )
+        == 40
+    )
+    assert (
+        _total(samples, "relay_events_consumed_total", destination="braze", event_type="invalid")
+        == 1
+    )
     assert _total(samples, "relay_dead_letters_total", destination="*", reason="invalid_json") == 1
-    assert _total(samples, "relay_http_requests_total", destination="braze",
-                  status_class="2xx") >= 1
+    assert (
+        _total(samples, "relay_http_requests_total", destination="braze", status_class="2xx") >= 1
+    )
     assert _total(samples, "relay_batch_items_count", destination="moengage") >= 1
     assert _total(samples, "relay_end_to_end_seconds_count", destination="braze") == 40
     assert _total(samples, "relay_circuit_breaker_state", destination="braze") == 0
@@ -124,9 +134,10 @@ async def test_readyz_is_not_ready_while_draining(
     worker = worker_factory(_env(simulators, kafka_bootstrap, topics, METRICS_PORT=str(port)))
     base = f"http://127.0.0.1:{port}"
     await wait_for(lambda: _ok(base + "/readyz"), 30, "/readyz")
-    await produce(kafka_bootstrap, [
-        (topics[0], b"m-1", orjson.dumps(event("rewards_issued", "m-1", "e-1", REWARD)))
-    ])
+    await produce(
+        kafka_bootstrap,
+        [(topics[0], b"m-1", orjson.dumps(event("rewards_issued", "m-1", "e-1", REWARD)))],
+    )
     await asyncio.sleep(1.0)  # the request is now in flight at the slow simulator
     worker.process.send_signal(15)
     await asyncio.sleep(0.5)

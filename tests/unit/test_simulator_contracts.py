@@ -1,4 +1,7 @@
-"""The simulators enforce the documented contracts (destination-apis.md §5), not "accept anything"."""
+"""The simulators enforce the documented contracts (destination-apis.md §5).
+
+They are strict fakes, not mocks that accept anything.
+"""
 
 from __future__ import annotations
 

@@ -69,9 +69,12 @@ class TokenProvider:
                 and self._clock() < self._refresh_at
             ):
                 return self._token  # another caller refreshed while we waited
-            if self._failed_at is not None and self._last_failure is not None:
-                if self._clock() - self._failed_at < self._retry_seconds:
-                    raise self._last_failure
+            failure = self._last_failure
+            if (
+                failure is not None
+                and self._clock() - (self._failed_at or 0.0) < self._retry_seconds
+            ):
+                raise failure
             token, lifetime = await self._fetch()
             self._token = token
             margin = self._settings.token_refresh_margin_seconds
