@@ -1,16 +1,17 @@
 """Group items into requests within each API's limits while keeping per-member order.
 
 A :class:`Batch` is one future request. Items of one group (``users/track``, ``campaign:<id>``,
-``transition``...) share an open batch until it is full or its linger time is up. Order per
-member is kept by dependencies: a batch that carries a member's item waits for every earlier
-unfinished batch that carries the same member, so retries of the earlier one happen first.
-An item may join an open batch only if that cannot close a cycle: the member's previous
-batch must not (transitively) wait for the open batch already.
+``transition``...) share an open batch until it is full or its linger time is up.
+
+Per-member order uses a barrier per member (as RudderStack's router does): while a member has
+an item in an unfinished batch, that member's next item may only join the *same* open batch
+(same request, same kind, so the API keeps the order); otherwise it is parked on that batch
+and placed again when the batch finishes, retries included. Batches never wait for each
+other, so every member without work in flight keeps flowing at full concurrency.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,12 +26,13 @@ class Batch:
     opened_at: float
     items: list[Item] = field(default_factory=list)
     size: int = 0
-    # kinds per member in this batch; a member's items of different kinds must not share a
-    # request when the API reorders kinds (Braze processes attributes before events)
+    # the kind of each member's items here: Braze processes attributes before events, so
+    # one member's items of different kinds must not share a request
     kinds: dict[str, str] = field(default_factory=dict)
-    deps: set[Batch] = field(default_factory=set)
+    # later items of this batch's members, waiting for it to finish
+    parked: list[Item] = field(default_factory=list)
     sealed: bool = False
-    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    finished: bool = False
 
     def fits(self, item: Item) -> bool:
         rule = self.rule
@@ -43,7 +45,7 @@ class Batch:
 
 
 class Batcher:
-    """Open batches per group, the member → last batch index, and sealing rules."""
+    """Open batches per group, the member → unfinished batch index, and sealing rules."""
 
     def __init__(self, rule_for: Callable[[str], BatchRule], clock: Callable[[], float]) -> None:
         self._rule_for = rule_for
@@ -51,30 +53,12 @@ class Batcher:
         self._open: dict[str, Batch] = {}
         self._last_for_member: dict[str, Batch] = {}
         self._seq = 0
-        self.items_waiting = 0  # items in batches not finished yet
+        self.items_waiting = 0  # items accepted and not yet in a finished batch (parked too)
 
     def add(self, item: Item) -> list[Batch]:
         """Place one item; return the batches this sealed (ready to dispatch)."""
-        sealed: list[Batch] = []
-        batch = self._open.get(item.group)
-        previous = self._last_for_member.get(item.member_id)
-        if previous is not None and previous.finished.is_set():
-            previous = None
-        if batch is not None and not self._may_join(batch, item, previous):
-            sealed.append(self._seal(batch))
-            batch = None
-        if batch is None:
-            batch = self._new(item.group)
-        if previous is not None and previous is not batch:
-            batch.deps.add(previous)
-        batch.items.append(item)
-        batch.size += len(item.encoded) + batch.rule.per_item_overhead
-        batch.kinds.setdefault(item.member_id, item.kind)
-        self._last_for_member[item.member_id] = batch
         self.items_waiting += 1
-        if len(batch.items) >= batch.rule.max_items:
-            sealed.append(self._seal(batch))
-        return sealed
+        return self._place(item)
 
     def due(self, linger: float) -> list[Batch]:
         """Seal and return open batches older than ``linger`` seconds."""
@@ -84,26 +68,45 @@ class Batcher:
     def seal_all(self) -> list[Batch]:
         return [self._seal(b) for b in list(self._open.values())]
 
-    def finish(self, batch: Batch) -> None:
-        """Mark a batch finished (every item reached a final outcome) and forget it."""
-        batch.finished.set()
+    def finish(self, batch: Batch) -> list[Batch]:
+        """Mark a batch finished, place the items parked on it; return batches that sealed."""
+        batch.finished = True
         self.items_waiting -= len(batch.items)
         for item in batch.items:
             if self._last_for_member.get(item.member_id) is batch:
                 del self._last_for_member[item.member_id]
-        batch.deps.clear()
+        sealed: list[Batch] = []
+        parked, batch.parked = batch.parked, []
+        for item in parked:
+            sealed += self._place(item)
+        return sealed
 
     @property
     def open_items(self) -> int:
         return sum(len(b.items) for b in self._open.values())
 
-    def _may_join(self, batch: Batch, item: Item, previous: Batch | None) -> bool:
-        if not batch.fits(item):
-            return False
-        if previous is not None and previous is not batch and _waits_for(previous, batch):
-            return False  # joining would make the two batches wait for each other
-        kind = batch.kinds.get(item.member_id)
-        return kind is None or kind == item.kind
+    def _place(self, item: Item) -> list[Batch]:
+        sealed: list[Batch] = []
+        member = item.member_id
+        previous = self._last_for_member.get(member)
+        batch = self._open.get(item.group)
+        if previous is not None and not (
+            previous is batch and batch.kinds.get(member) == item.kind and batch.fits(item)
+        ):
+            previous.parked.append(item)  # wait for the member's unfinished batch
+            return sealed
+        if batch is not None and not batch.fits(item):
+            sealed.append(self._seal(batch))
+            batch = None
+        if batch is None:
+            batch = self._new(item.group)
+        batch.items.append(item)
+        batch.size += len(item.encoded) + batch.rule.per_item_overhead
+        batch.kinds.setdefault(member, item.kind)
+        self._last_for_member[member] = batch
+        if len(batch.items) >= batch.rule.max_items:
+            sealed.append(self._seal(batch))
+        return sealed
 
     def _new(self, group: str) -> Batch:
         self._seq += 1
@@ -116,18 +119,3 @@ class Batcher:
         if self._open.get(batch.group) is batch:
             del self._open[batch.group]
         return batch
-
-
-def _waits_for(batch: Batch, target: Batch) -> bool:
-    """Whether ``batch`` depends on ``target``, directly or through other unfinished batches."""
-    stack = list(batch.deps)
-    seen: set[int] = set()
-    while stack:
-        current = stack.pop()
-        if current is target:
-            return True
-        if current.seq in seen or current.finished.is_set():
-            continue
-        seen.add(current.seq)
-        stack.extend(current.deps)
-    return False

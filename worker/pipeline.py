@@ -105,6 +105,8 @@ class DestinationPipeline:
             event_type for event_type, names in settings.routing.items() if self.name in names
         }
         self._paused = False
+        self._consumed_counters: dict[tuple[str, str], Any] = {}
+        self._cancelling = False  # drain timed out: cancelled batches release nothing
         self._commit_lock = asyncio.Lock()
         # trace ids of every item in every batch, only when someone asked for debug logs
         self._trace_items = settings.worker.log_level == "debug"
@@ -148,13 +150,22 @@ class DestinationPipeline:
     async def drain(self, timeout: float) -> bool:
         """Flush open batches and wait for in-flight work; commit what finished."""
         self.draining = True
-        for batch in self.batcher.seal_all():
-            self._dispatch(batch)
         deadline = time.monotonic() + timeout
-        while self._tasks and time.monotonic() < deadline:
-            await asyncio.wait(list(self._tasks), timeout=deadline - time.monotonic())
-        finished = not self._tasks
+        while time.monotonic() < deadline:
+            # items parked behind a finishing batch land in new open batches: seal those too
+            for batch in self.batcher.seal_all():
+                self._dispatch(batch)
+            if not self._tasks and not self.batcher.items_waiting:
+                break
+            if self._tasks:
+                await asyncio.wait(
+                    list(self._tasks), timeout=min(0.1, max(0.0, deadline - time.monotonic()))
+                )
+            else:
+                await asyncio.sleep(0.01)
+        finished = not self._tasks and not self.batcher.items_waiting
         if not finished:
+            self._cancelling = True
             log.warning(
                 "drain_timeout",
                 destination=self.name,
@@ -238,12 +249,12 @@ class DestinationPipeline:
             try:
                 event = decode(record)
             except DecodeError as exc:
-                metrics.EVENTS_CONSUMED.labels(name, record.topic, "invalid").inc()
+                self._consumed_counter(record.topic, "invalid").inc()
                 if self.writes_input_errors:
                     self._dead_letter([(DeadLetter(record, "*", exc.reason, str(exc)), ticket)])
                 ticket.release()
                 continue
-            metrics.EVENTS_CONSUMED.labels(name, record.topic, event.event_type).inc()
+            self._consumed_counter(record.topic, event.event_type).inc()
             if event.event_type not in routed or (
                 record.headers and not _replayed_to(record.headers, name)
             ):
@@ -274,6 +285,15 @@ class DestinationPipeline:
                     self._dispatch(batch)
             ticket.release()
 
+    def _consumed_counter(self, topic: str, event_type: str) -> Any:
+        """The labelled counter child, cached: labels() costs a lock and a dict per call."""
+        key = (topic, event_type)
+        counter = self._consumed_counters.get(key)
+        if counter is None:
+            counter = metrics.EVENTS_CONSUMED.labels(self.name, topic, event_type)
+            self._consumed_counters[key] = counter
+        return counter
+
     def _skipped(self, event: LoyaltyEvent) -> None:
         self.stats.skipped += 1
         metrics.DELIVERIES.labels(self.name, "skipped").inc()
@@ -293,15 +313,15 @@ class DestinationPipeline:
 
     async def _deliver(self, batch: Batch) -> None:
         try:
-            for dep in tuple(batch.deps):
-                await dep.finished.wait()
             request = self.destination.build(batch.group, batch.items, self.dest_settings)
             started = time.perf_counter()
             result = await self.sender.deliver(request)
             elapsed = time.perf_counter() - started
             await self._settle(batch, result, request.endpoint, elapsed)
         finally:
-            self.batcher.finish(batch)
+            if not self._cancelling:
+                for released in self.batcher.finish(batch):
+                    self._dispatch(released)
 
     async def _settle(self, batch: Batch, result: Result, endpoint: str, elapsed: float) -> None:
         letters: list[tuple[DeadLetter, Ticket]] = []

@@ -64,7 +64,7 @@ async def test_every_event_type_reaches_braze_and_moengage_and_bad_input_is_dead
     events = [
         event("rewards_issued", "m-1", "e-1", REWARD),
         event("member_enrolled", "m-1", "e-2", ENROLL),
-        event("offer_issued", "m-2", "e-3", {"offer_id": "o-1", "offer_title": "20% off"}),
+        event("offer_issued", "m-5", "e-3", {"offer_id": "o-1", "offer_title": "20% off"}),
         event("offer_issued", "m-2", "e-4", {"offer_id": "o-2", "braze_campaign_id": "c-1"}),
         event("offer_issued", "m-3", "e-5", {"offer_id": "o-2", "braze_campaign_id": "c-1"}),
         event("offer_issued", "m-3", "e-6", {"offer_id": "o-3", "braze_canvas_id": "v-1"}),
@@ -161,7 +161,7 @@ async def test_every_event_type_reaches_braze_and_moengage_and_bad_input_is_dead
     ) == sorted(
         [
             ("m-1", "rewards_issued", "e-1"),
-            ("m-2", "offer_issued", "e-3"),
+            ("m-5", "offer_issued", "e-3"),
             ("m-2", "offer_issued", "e-4"),
             ("m-3", "offer_issued", "e-5"),
             ("m-3", "offer_issued", "e-6"),
