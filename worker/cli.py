@@ -101,6 +101,178 @@ def produce_sample(count: int, bad: int, seed: int) -> None:
     asyncio.run(produce(settings_kafka, count=count, bad=bad, seed=seed))
 
 
+def _filter_options(function: Any) -> Any:
+    options = [
+        click.option("--topic", "topics", multiple=True, help="Source or .dlq topic (repeatable)."),
+        click.option("--destination", help="dlq.destination: braze, moengage, ..., or '*'."),
+        click.option("--reason", help="dlq.reason, e.g. permanent_http_error."),
+        click.option("--http-status", help="dlq.http_status, e.g. 401."),
+        click.option("--since", help="Failed at or after: RFC 3339 or relative (30m, 2h, 7d)."),
+        click.option("--until", help="Failed at or before: RFC 3339 or relative."),
+        click.option("--event-type", help="dlq.event_type."),
+        click.option("--member-id", help="The record key."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _dlq_filter(**values: Any) -> Any:
+    from worker.dlq_read import DlqFilter, parse_when
+
+    try:
+        since = parse_when(values["since"]) if values.get("since") else None
+        until = parse_when(values["until"]) if values.get("until") else None
+    except ValueError as exc:
+        raise click.BadParameter(f"--since/--until: {exc}") from None
+    return DlqFilter(
+        destination=values.get("destination"),
+        reason=values.get("reason"),
+        http_status=values.get("http_status"),
+        since=since,
+        until=until,
+        event_type=values.get("event_type"),
+        member_id=values.get("member_id"),
+    )
+
+
+def _tool_settings(config_file: str | None) -> Settings:
+    try:
+        return load_settings(config_file, require_destination=False)
+    except ConfigError as exc:
+        raise click.exceptions.Exit(_fail(exc)) from None
+
+
+@cli.group()
+def dlq() -> None:
+    """Dead-letter topics."""
+
+
+@dlq.command("inspect")
+@CONFIG_OPTION
+@_filter_options
+@click.option("--show", default=0, show_default=True, help="Print the first N matching records.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+def dlq_inspect(
+    config_file: str | None, topics: tuple[str, ...], show: int, as_json: bool, **filters: Any
+) -> None:
+    """Count dead letters by topic, destination, reason and HTTP status; show some."""
+    import orjson
+    from rich.console import Console
+    from rich.table import Table
+
+    from worker.dlq_inspect import inspect
+
+    settings = _tool_settings(config_file)
+    result = asyncio.run(inspect(settings, list(topics) or None, _dlq_filter(**filters), show))
+    if as_json:
+        click.echo(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())
+        return
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    table = Table(title=f"Dead letters ({result.matched} of {result.total} match)")
+    for column in (
+        "topic",
+        "destination",
+        "reason",
+        "http",
+        "count",
+        "first failure",
+        "last failure",
+    ):
+        table.add_column(column)
+    for g in sorted(result.groups.values(), key=lambda g: (-g.count, g.topic)):
+        table.add_row(
+            g.topic,
+            g.destination,
+            g.reason,
+            g.http_status,
+            str(g.count),
+            g.first_failed_at,
+            g.last_failed_at,
+        )
+    console.print(table)
+    for record in result.records:
+        console.print_json(orjson.dumps(record).decode())
+
+
+@cli.command()
+@CONFIG_OPTION
+@_filter_options
+@click.option(
+    "--dry-run", is_flag=True, help="Count and list what would be replayed; change nothing."
+)
+@click.option("--limit", type=int, default=None, help="Stop after N replayed records.")
+@click.option("--rate", type=float, default=None, help="Records per second.")
+@click.option(
+    "--from-beginning", is_flag=True, help="Replay again records this replay already sent."
+)
+@click.option("--replay-id", default=None, help="Name the replay (default: a hash of the filters).")
+@click.option(
+    "--max-replays", default=3, show_default=True, help="Skip records replayed this often."
+)
+@click.option(
+    "--wait/--no-wait", default=True, show_default=True, help="Wait for the pool to deliver."
+)
+@click.option("--wait-timeout", default=300.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def replay(
+    config_file: str | None,
+    topics: tuple[str, ...],
+    dry_run: bool,
+    limit: int | None,
+    rate: float | None,
+    from_beginning: bool,
+    replay_id: str | None,
+    max_replays: int,
+    wait: bool,
+    wait_timeout: float,
+    as_json: bool,
+    **filters: Any,
+) -> None:
+    """Send dead letters back through the live pool, to the destination that failed only."""
+    import orjson
+
+    from worker.observability.logging import configure_logging
+    from worker.redrive import run_replay
+
+    settings = _tool_settings(config_file)
+    configure_logging("warning" if as_json else "info")
+    summary = asyncio.run(
+        run_replay(
+            settings,
+            topics=list(topics) or None,
+            dlq_filter=_dlq_filter(**filters),
+            dry_run=dry_run,
+            limit=limit,
+            rate=rate,
+            from_beginning=from_beginning,
+            max_replays=max_replays,
+            replay_id=replay_id,
+            wait=wait,
+            wait_timeout=wait_timeout,
+        )
+    )
+    if as_json:
+        click.echo(orjson.dumps(summary.as_dict()).decode())
+    else:
+        verb = "would replay" if dry_run else "replayed"
+        click.echo(f"replay {summary.replay_id}: {verb} {summary.replayed}")
+        for item in summary.selected:
+            click.echo(f"  {item}")
+        if summary.delivered is not None:
+            click.echo(
+                f"  delivered {summary.delivered}, dead-lettered again "
+                f"{summary.dead_lettered_again}"
+            )
+        elif not dry_run and summary.replayed:
+            click.echo(f"  delivery pending: {summary.pending} handed to the live pool")
+        click.echo(
+            f"  skipped by filter {summary.skipped_by_filter}, by replay limit "
+            f"{summary.skipped_by_replay_limit}"
+        )
+    raise click.exceptions.Exit(130 if summary.interrupted else 0)
+
+
 def _kafka_only() -> Any:
     import os
 

@@ -188,7 +188,10 @@ class Settings:
 
 
 def load_settings(
-    config_file: str | Path | None = None, environ: Mapping[str, str] | None = None
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    require_destination: bool = True,
 ) -> Settings:
     """Read the file (if any) and the environment; raise ConfigError with one line."""
     env = dict(os.environ if environ is None else environ)
@@ -227,7 +230,7 @@ def load_settings(
         for name in DESTINATION_NAMES
     }
     routing = _routing(explicit_routing, destinations, config_file)
-    if not destinations:
+    if not destinations and require_destination:
         raise ConfigError(
             "no destination is configured: set BRAZE_REST_ENDPOINT and BRAZE_API_KEY, "
             "or the MoEngage, SessionM or Kognitiv variables (see README)"
