@@ -273,6 +273,50 @@ def replay(
     raise click.exceptions.Exit(130 if summary.interrupted else 0)
 
 
+@cli.command()
+@click.option("--events", default=200_000, show_default=True)
+@click.option(
+    "--mix",
+    default="rewards_issued=0.60,offer_issued=0.25,member_enrolled=0.15",
+    show_default=True,
+    help="event_type=weight pairs.",
+)
+@click.option("--members", default=5000, show_default=True)
+@click.option("--partitions", default=6, show_default=True)
+@click.option("--half-load-seconds", default=10.0, show_default=True)
+@click.option("--skip-baseline", is_flag=True)
+@click.option("--json", "json_path", default=None, help="Write every figure to this file.")
+def bench(
+    events: int,
+    mix: str,
+    members: int,
+    partitions: int,
+    half_load_seconds: float,
+    skip_baseline: bool,
+    json_path: str | None,
+) -> None:
+    """Measure the worker against a bare consumer and the one-request-per-event webhooks."""
+    from worker.bench import run_bench
+
+    try:
+        weights = {k.strip(): float(v) for k, v in (p.split("=") for p in mix.split(","))}
+    except ValueError:
+        raise click.BadParameter(
+            "--mix must look like rewards_issued=0.6,offer_issued=0.4"
+        ) from None
+    asyncio.run(
+        run_bench(
+            events=events,
+            mix=weights,
+            members=members,
+            partitions=partitions,
+            half_load_seconds=half_load_seconds,
+            skip_baseline=skip_baseline,
+            json_path=json_path,
+        )
+    )
+
+
 def _kafka_only() -> Any:
     import os
 
