@@ -78,12 +78,12 @@ async def produce(
 
 async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     """The topic's partitions, refreshing metadata until the broker knows it (5 s at most)."""
-    consumer._client.add_topic(topic)  # noqa: SLF001 - ask metadata for this topic too
+    consumer._client.add_topic(topic)
     for _ in range(50):
         partitions = consumer.partitions_for_topic(topic)
         if partitions:
             return set(partitions)
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - test helper
+        await consumer._client.force_metadata_update()
         await asyncio.sleep(0.1)
     return set()
 
