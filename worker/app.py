@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from worker.config import Settings
 from worker.deadletter import DeadLetterWriter
+from worker.decode import SharedDecoder
 from worker.deliver.sender import DynamicAuth, Sender
 from worker.destinations.registry import REGISTRY
 from worker.kafka import ensure_topics, make_producer, start_with_retry
@@ -102,6 +103,7 @@ class Worker:
                 stack.push_async_callback(producer.stop)
                 session = await stack.enter_async_context(_http_session())
                 writer = DeadLetterWriter(producer, self.redactor)
+                decoder = SharedDecoder(readers=len(settings.enabled))
                 for index, name in enumerate(settings.enabled):
                     pipeline = DestinationPipeline(
                         REGISTRY[name],
@@ -111,6 +113,7 @@ class Worker:
                         topics=kafka.topics,
                         group_id=f"{kafka.group_id}.{name}",
                         writes_input_errors=index == 0,
+                        decoder=decoder,
                     )
                     self.pipelines.append(pipeline)
                 for pipeline in self.pipelines:

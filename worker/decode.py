@@ -124,3 +124,40 @@ def _validators() -> Mapping[str, Validator]:
         name: fastjsonschema.compile(schema, use_default=False)
         for name, schema in load_schemas().items()
     }
+
+
+class SharedDecoder:
+    """Decodes each record once per process although every destination pipeline reads it.
+
+    Pipelines of one worker read the same records (each in its own consumer group); the first
+    to reach a record decodes it and the others take the result. An entry is dropped once
+    ``readers`` pipelines took it, or oldest-first beyond ``max_entries`` (a lagging pipeline
+    then simply decodes again), so memory stays bounded.
+    """
+
+    def __init__(self, readers: int, max_entries: int = 50_000) -> None:
+        self._readers = readers
+        self._max = max_entries
+        self._entries: dict[tuple[str, int, int], list[Any]] = {}
+
+    def decode(self, record: Consumed) -> LoyaltyEvent:
+        if self._readers <= 1:
+            return decode(record)
+        key = (record.topic, record.partition, record.offset)
+        entry = self._entries.get(key)
+        if entry is None:
+            try:
+                result: LoyaltyEvent | DecodeError = decode(record)
+            except DecodeError as exc:
+                result = exc
+            if len(self._entries) >= self._max:
+                del self._entries[next(iter(self._entries))]
+            self._entries[key] = [result, self._readers - 1]
+        else:
+            result = entry[0]
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del self._entries[key]
+        if isinstance(result, DecodeError):
+            raise result
+        return result

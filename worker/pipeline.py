@@ -28,7 +28,7 @@ from aiokafka.errors import KafkaError
 from worker.batching import Batch, Batcher
 from worker.config import Settings
 from worker.deadletter import REPLAY_DESTINATION_HEADER, DeadLetter, DeadLetterWriter
-from worker.decode import decode
+from worker.decode import SharedDecoder, decode
 from worker.deliver.sender import Result, Sender
 from worker.destinations.base import Destination
 from worker.errors import DecodeError, TransformError
@@ -79,6 +79,7 @@ class DestinationPipeline:
         writes_input_errors: bool,
         accept: Callable[[Consumed], bool] | None = None,
         consumer_factory: Callable[[], Any] | None = None,
+        decoder: SharedDecoder | None = None,
     ) -> None:
         self.name = destination.name
         self.destination = destination
@@ -91,6 +92,7 @@ class DestinationPipeline:
         self.writes_input_errors = writes_input_errors
         self.accept = accept
         self.stats = PipelineStats()
+        self._decode = decoder.decode if decoder is not None else decode
         self.consumer: Any = (consumer_factory or self._default_consumer)()
         self.batcher = Batcher(
             lambda group: destination.batch_rule(group, self.dest_settings), time.monotonic
@@ -247,7 +249,7 @@ class DestinationPipeline:
                 ticket.release()
                 continue
             try:
-                event = decode(record)
+                event = self._decode(record)
             except DecodeError as exc:
                 self._consumed_counter(record.topic, "invalid").inc()
                 if self.writes_input_errors:

@@ -164,3 +164,19 @@ def test_decode_then_transform_raises_only_typed_errors(
                 assert rule.max_items >= 1
     except WorkerError:
         pass
+
+
+def test_shared_decoder_decodes_once_for_all_readers_and_forgets() -> None:
+    """The second pipeline gets the first one's result; the entry goes once both took it."""
+    from worker.decode import SharedDecoder
+
+    decoder = SharedDecoder(readers=2)
+    record = _record(EXAMPLES[-1].read_bytes())
+    first = decoder.decode(record)
+    assert decoder.decode(record) is first
+    assert decoder._entries == {}
+    bad = _record(b"nope")
+    for _ in range(2):
+        with pytest.raises(DecodeError, match="not JSON"):
+            decoder.decode(bad)
+    assert decoder._entries == {}
