@@ -115,6 +115,7 @@ class DlqReader:
         self.consumer: Any = make_consumer(kafka, group_id)
         self.ends: dict[TopicPartition, int] = {}
         self.positions: dict[TopicPartition, int] = {}
+        self.start_positions: dict[TopicPartition, int] = {}
         self.partitions: list[TopicPartition] = []
 
     async def start(self, *, from_beginning: bool) -> None:
@@ -148,6 +149,7 @@ class DlqReader:
                     self.consumer.seek(tp, committed)
         for tp in self.partitions:
             self.positions[tp] = await self.consumer.position(tp)
+        self.start_positions = dict(self.positions)
 
     async def records(self, settle: float = 1.5) -> AsyncIterator[DlqRecord]:
         """Every record before the end seen at start, partition by partition in offset order."""
@@ -179,6 +181,13 @@ class DlqReader:
                 quiet_since = time.monotonic()
             if self._done() or time.monotonic() - quiet_since > settle:
                 return
+
+    @property
+    def total(self) -> int | None:
+        """Records between the start positions and the ends, once every end is known."""
+        if len(self.ends) < len(self.partitions):
+            return None
+        return sum(max(0, end - self.start_positions.get(tp, 0)) for tp, end in self.ends.items())
 
     def _done(self) -> bool:
         for tp in self.partitions:

@@ -132,6 +132,7 @@ async def run_replay(
             headers = record.text_headers
             if not dlq_filter.matches(headers, record.key):
                 summary.skipped_by_filter += 1
+                reporter.update(summary, reader.total)
                 continue
             if int(headers.get("dlq.replay_count") or 0) >= max_replays:
                 summary.skipped_by_replay_limit += 1
@@ -156,7 +157,7 @@ async def run_replay(
                 )
             if len(pending) >= _COMMIT_EVERY:
                 await _flush(pending, reader, to_commit, redriven)
-            reporter.update(summary)
+            reporter.update(summary, reader.total)
         await _flush(pending, reader, to_commit, redriven)
         started_ends = dict(reader.ends)
     finally:
@@ -267,25 +268,34 @@ class _Progress:
         self._last = 0.0
         self._progress: Any = None
         if self._tty:
-            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TaskProgressColumn,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
             self._progress = Progress(
-                SpinnerColumn(),
                 TextColumn("{task.description}"),
-                TimeElapsedColumn(),
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeRemainingColumn(),
                 transient=True,
             )
             self._progress.start()
             self._task = self._progress.add_task(f"replay {replay_id}", total=None)
         self._started = time.monotonic()
 
-    def update(self, summary: ReplaySummary) -> None:
-        rate = summary.replayed / max(0.001, time.monotonic() - self._started)
+    def update(self, summary: ReplaySummary, total: int | None) -> None:
+        read = summary.replayed + summary.skipped_by_filter + summary.skipped_by_replay_limit
+        rate = read / max(0.001, time.monotonic() - self._started)
         if self._progress is not None:
             self._progress.update(
                 self._task,
-                description=f"replayed {summary.replayed} ({rate:.0f}/s), "
-                f"skipped {summary.skipped_by_filter + summary.skipped_by_replay_limit}",
+                total=total,
+                completed=read,
+                description=f"replayed {summary.replayed} ({rate:.0f} records/s read)",
             )
         elif time.monotonic() - self._last > 5:
             self._last = time.monotonic()
