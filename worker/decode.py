@@ -135,7 +135,7 @@ class SharedDecoder:
     then simply decodes again), so memory stays bounded.
     """
 
-    def __init__(self, readers: int, max_entries: int = 50_000) -> None:
+    def __init__(self, readers: int, max_entries: int = 10_000) -> None:
         self._readers = readers
         self._max = max_entries
         self._entries: dict[tuple[str, int, int], list[Any]] = {}

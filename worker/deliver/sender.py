@@ -2,9 +2,11 @@
 
 aiohttp and timeout errors become :class:`~worker.errors.Retryable` here and nowhere else. A
 request is retried with full-jitter exponential backoff (or the server's ``Retry-After``)
-until it is accepted, refused for good, or out of budget (``max_attempts`` and
-``max_retry_seconds``). Waiting on an open circuit breaker or on refused OAuth credentials
-spends no attempts.
+until it is accepted, refused for good, or out of budget (``max_attempts`` failed attempts,
+429s not counted, and ``max_retry_seconds``). Each attempt takes, in this order, a concurrency
+slot, the circuit breaker's admission and a rate-limiter token (``worker.deliver.flow``).
+Waiting on an open breaker spends time but no attempts; waiting on refused OAuth credentials
+spends neither, so an outage or a credential problem makes lag, not dead letters.
 """
 
 from __future__ import annotations
@@ -86,49 +88,50 @@ class Sender:
         self._slots = asyncio.Semaphore(delivery.concurrency)
         self._auth_failing = False
 
+    @property
+    def healthy(self) -> bool:
+        """False while the breaker is not closed or the credentials are refused.
+
+        The pipeline pauses its partitions meanwhile: events wait in Kafka, not in memory.
+        """
+        return self.breaker.closed and not self._auth_failing
+
     async def deliver(self, request: Request) -> Result:
-        """Send ``request`` until it reaches a final outcome; never raises DeliveryError."""
+        """Send ``request`` until it reaches a final outcome; never raises DeliveryError.
+
+        Budgets: ``max_attempts`` counts failed attempts other than 429s (a throttled request is
+        the pool's fault, not the request's), ``max_retry_seconds`` counts wall time from the
+        first attempt minus time spent waiting on refused credentials. Waiting on an open
+        breaker spends no attempt, only time.
+        """
         started = self._clock()
         paused = 0.0  # seconds spent waiting on refused credentials: not part of the budget
-        attempts = 0
+        attempts = 0  # HTTP attempts made (dlq.attempts)
+        failures = 0  # attempts that count against max_attempts
         cost = float(len(request.items)) if self.delivery.rate_unit == "items" else 1.0
         while True:
-            await self.breaker.admit()
-            await self.limiter.acquire(cost)
             attempts += 1
             try:
-                async with self._slots:
-                    accepted, status = await self._attempt(request)
+                accepted, status = await self._admitted_attempt(request, cost)
             except AuthFailed as exc:
                 attempts -= 1
-                self.breaker.release_probe()
                 self._report_auth(exc)
                 await asyncio.sleep(_AUTH_RETRY_SECONDS)
                 paused += _AUTH_RETRY_SECONDS
                 continue
             except Rejected as exc:
-                self.breaker.record_success()  # the destination answered: it is up
                 return self._all_failed(request, attempts, exc.reason, exc)
             except Retryable as exc:
-                if isinstance(exc, Throttled):
-                    self.breaker.release_probe()
-                    self.limiter.on_throttled(exc.retry_after)
-                else:
-                    self.breaker.record_failure()
-                metrics.RETRIES.labels(self.name, _status_class(exc.status)).inc()
-                delay = exc.retry_after
-                if delay is None:
-                    delay = backoff_delay(
-                        attempts,
-                        base=self.delivery.backoff_base_seconds,
-                        cap=self.delivery.backoff_cap_seconds,
-                    )
+                if not isinstance(exc, Throttled):
+                    failures += 1
+                delay = self._retry_delay(exc, attempts)
                 spent = self._clock() - started - paused
                 if (
-                    attempts >= self.delivery.max_attempts
+                    failures >= self.delivery.max_attempts
                     or spent + delay > self.delivery.max_retry_seconds
                 ):
                     return self._all_failed(request, attempts, "retries_exhausted", exc)
+                metrics.RETRIES.labels(self.name, _status_class(exc.status)).inc()
                 log.debug(
                     "retrying",
                     destination=self.name,
@@ -139,7 +142,6 @@ class Sender:
                 )
                 await asyncio.sleep(delay)
                 continue
-            self.breaker.record_success()
             self._recovered()
             return Result(
                 attempts=attempts,
@@ -150,6 +152,54 @@ class Sender:
                     )
                     for index, text in accepted.rejected.items()
                 },
+            )
+
+    async def _admitted_attempt(self, request: Request, cost: float) -> tuple[Accepted, int]:
+        """One attempt: a concurrency slot, then the breaker's admission, a rate token, the call.
+
+        The slot is taken first so that a request parked on the breaker or the limiter cannot
+        slip out later without both. The breaker learns the outcome here and only here.
+        """
+        async with self._slots:
+            probe = await self.breaker.admit()
+            try:
+                await self.limiter.acquire(cost)
+                accepted, status = await self._attempt(request)
+            except Throttled as exc:
+                if probe:
+                    self.breaker.release_probe()
+                self._throttled(request, exc)
+                raise
+            except Retryable:
+                self.breaker.record_failure()
+                raise
+            except Rejected:
+                self.breaker.record_success()  # the destination answered: it is up
+                raise
+            except BaseException:  # AuthFailed, cancellation: the probe told us nothing
+                if probe:
+                    self.breaker.release_probe()
+                raise
+            self.breaker.record_success()
+            return accepted, status
+
+    def _retry_delay(self, exc: Retryable, attempts: int) -> float:
+        if exc.retry_after is not None:
+            return exc.retry_after
+        return backoff_delay(
+            attempts, base=self.delivery.backoff_base_seconds, cap=self.delivery.backoff_cap_seconds
+        )
+
+    def _throttled(self, request: Request, exc: Throttled) -> None:
+        before = self.limiter.rate
+        self.limiter.on_throttled(exc.retry_after)
+        if self.limiter.rate < before:
+            log.warning(
+                "rate_limited",
+                destination=self.name,
+                endpoint=request.endpoint,
+                rate=round(self.limiter.rate, 2),
+                retry_after_s=None if exc.retry_after is None else round(exc.retry_after, 3),
             )
 
     async def _attempt(self, request: Request) -> tuple[Accepted, int]:
