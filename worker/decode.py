@@ -9,6 +9,7 @@ values, so personal data does not end up in dead-letter headers or logs.
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 import importlib.resources
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -138,7 +139,9 @@ class SharedDecoder:
     def __init__(self, readers: int, max_entries: int = 10_000) -> None:
         self._readers = readers
         self._max = max_entries
-        self._entries: dict[tuple[str, int, int], list[Any]] = {}
+        # OrderedDict: popping the oldest entry is O(1) (a dict's first key is not, after
+        # many deletions at its front)
+        self._entries: OrderedDict[tuple[str, int, int], list[Any]] = OrderedDict()
 
     def decode(self, record: Consumed) -> LoyaltyEvent:
         if self._readers <= 1:
@@ -151,7 +154,7 @@ class SharedDecoder:
             except DecodeError as exc:
                 result = exc
             if len(self._entries) >= self._max:
-                del self._entries[next(iter(self._entries))]
+                self._entries.popitem(last=False)
             self._entries[key] = [result, self._readers - 1]
         else:
             result = entry[0]

@@ -174,9 +174,9 @@ def test_shared_decoder_decodes_once_for_all_readers_and_forgets() -> None:
     record = _record(EXAMPLES[-1].read_bytes())
     first = decoder.decode(record)
     assert decoder.decode(record) is first
-    assert decoder._entries == {}
+    assert not decoder._entries
     bad = _record(b"nope")
     for _ in range(2):
         with pytest.raises(DecodeError, match="not JSON"):
             decoder.decode(bad)
-    assert decoder._entries == {}
+    assert not decoder._entries
