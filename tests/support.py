@@ -55,16 +55,20 @@ def event(
 
 
 async def produce(
-    bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes | None]], **headers: bytes
+    bootstrap: str,
+    records: Iterable[tuple[str, bytes | None, bytes | None]],
+    *,
+    max_request_size: int = 1_048_576,
 ) -> dict[tuple[str, int], int]:
     """Produce (topic, key, value) records in order; return end offsets per partition."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=2, max_request_size=max_request_size
+    )
     await producer.start()
     ends: dict[tuple[str, int], int] = {}
     try:
         futures = [
-            await producer.send(topic, value=value, key=key, headers=list(headers.items()) or None)
-            for topic, key, value in records
+            await producer.send(topic, value=value, key=key) for topic, key, value in records
         ]
         for future in futures:
             meta = await future

@@ -9,8 +9,8 @@ values, so personal data does not end up in dead-letter headers or logs.
 from __future__ import annotations
 
 import functools
-from collections import OrderedDict
 import importlib.resources
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final

@@ -132,10 +132,10 @@ class DestinationPipeline:
         ]
         try:
             while not stop.is_set() and not (until and until()):
-                self._apply_backpressure()
+                room = self._apply_backpressure()
                 try:
                     fetched = await self.consumer.getmany(
-                        timeout_ms=_FETCH_TIMEOUT_MS, max_records=_MAX_RECORDS
+                        timeout_ms=_FETCH_TIMEOUT_MS, max_records=max(1, min(_MAX_RECORDS, room))
                     )
                 except KafkaError as exc:
                     log.warning("fetch_failed", destination=self.name, error=str(exc))
@@ -445,8 +445,14 @@ class DestinationPipeline:
                 if progress is not None:
                     progress.committed = position
 
-    def _apply_backpressure(self) -> None:
-        waiting = self.batcher.items_waiting
+    def _apply_backpressure(self) -> int:
+        """Pause or resume the partitions; return how many more records may be fetched.
+
+        The bound counts consumed records not yet committed (not only items in flight): it is
+        also the most a crash can make the next owner deliver again.
+        """
+        uncommitted = sum(len(progress.tickets) for progress in self.progress.values())
+        waiting = max(self.batcher.items_waiting, uncommitted)
         # an open breaker (or refused credentials) pauses at once: events wait in Kafka
         unwell = waiting > 0 and not self.sender.healthy
         if not self._paused and (waiting >= self._max_buffered or unwell):
@@ -463,6 +469,7 @@ class DestinationPipeline:
             self.consumer.resume(*self.consumer.paused())
             self._paused = False
             log.info("partitions_resumed", destination=self.name, waiting_items=waiting)
+        return self._max_buffered - waiting
 
     def _report_gauges(self) -> None:
         metrics.IN_FLIGHT.labels(self.name).set(self.batcher.items_waiting)
