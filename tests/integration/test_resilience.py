@@ -211,3 +211,32 @@ def test_unreachable_broker_exits_non_zero_after_the_configured_time() -> None:
     assert '"event":"broker_unreachable"' in output
     assert '"event":"broker_unreachable_giving_up"' in output
     assert "Traceback" not in output
+
+
+async def test_three_workers_one_killed_one_added_lose_nothing(
+    kafka_bootstrap: str, simulators: Any, worker_factory: Any
+) -> None:
+    """A pool of three in one group: kill -9 one and add one mid-stream; every event arrives."""
+    topics = unique_topics()
+    count = 4000
+    simulators.braze.state.faults.update({"latency_ms": 10})
+    simulators.moengage.state.faults.update({"latency_ms": 10})
+    env = _env(simulators, kafka_bootstrap, topics, RELAY_MAX_BUFFERED_EVENTS="300")
+    pool = [worker_factory(env, name=f"w{i}") for i in range(3)]
+    await produce(
+        kafka_bootstrap,
+        [(topics[0], f"m-{i % 400}".encode(), orjson.dumps(_good(i))) for i in range(count)],
+    )
+
+    def delivered() -> tuple[set[str], set[str]]:
+        braze = {e["properties"]["event_id"] for e in simulators.braze.state.events()}
+        moe = {a["attributes"]["event_id"] for a in simulators.moengage.state.actions()}
+        return braze, moe
+
+    await wait_for(lambda: len(delivered()[0]) >= count // 4, 120, "a quarter delivered")
+    pool[1].kill()
+    pool.append(worker_factory(env, name="w3"))
+    wanted = {f"good-{i}" for i in range(count)}
+    await wait_for(lambda: all(d == wanted for d in delivered()), 180, "every event at both")
+    for worker in (pool[0], pool[2], pool[3]):
+        assert await worker.stop() == 0
