@@ -15,6 +15,7 @@ so an outage at one destination makes lag there and nowhere else. Inside a pipel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -110,6 +111,7 @@ class DestinationPipeline:
         self._consumed_counters: dict[tuple[str, str], Any] = {}
         self._cancelling = False  # drain timed out: cancelled batches release nothing
         self._commit_lock = asyncio.Lock()
+        self._commit_soon = asyncio.Event()
         # trace ids of every item in every batch, only when someone asked for debug logs
         self._trace_items = settings.worker.log_level == "debug"
 
@@ -419,7 +421,10 @@ class DestinationPipeline:
 
     async def _commit_loop(self) -> None:
         while True:
-            await asyncio.sleep(_COMMIT_INTERVAL)
+            # every interval, or at once when the uncommitted window is half full
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._commit_soon.wait(), timeout=_COMMIT_INTERVAL)
+            self._commit_soon.clear()
             await self.commit()
             self._report_gauges()
 
@@ -452,6 +457,8 @@ class DestinationPipeline:
         also the most a crash can make the next owner deliver again.
         """
         uncommitted = sum(len(progress.tickets) for progress in self.progress.values())
+        if uncommitted >= self._max_buffered // 2:
+            self._commit_soon.set()
         waiting = max(self.batcher.items_waiting, uncommitted)
         # an open breaker (or refused credentials) pauses at once: events wait in Kafka
         unwell = waiting > 0 and not self.sender.healthy
