@@ -11,6 +11,7 @@ table and, with ``--json``, every figure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import statistics
@@ -150,6 +151,14 @@ async def _ceiling(kafka: KafkaSettings, topics: list[str], count: int) -> float
     consumer = make_consumer(kafka, None)
     await start_with_retry(consumer, "ceiling", 30)
     try:
+        client = consumer._client  # ask for these topics' metadata (Kafka sends it on request)
+        for topic in topics:
+            client.add_topic(topic)
+        for _ in range(50):
+            await client.force_metadata_update()
+            if all(consumer.partitions_for_topic(topic) for topic in topics):
+                break
+            await asyncio.sleep(0.2)
         partitions = [
             TopicPartition(topic, p)
             for topic in topics
@@ -164,7 +173,9 @@ async def _ceiling(kafka: KafkaSettings, topics: list[str], count: int) -> float
             seen += sum(len(v) for v in batch.values())
         return round(count / (time.perf_counter() - started), 1)
     finally:
-        await consumer.stop()
+        # aiokafka may raise CancelledError from a group-less consumer's stop (a known quirk)
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer.stop()
 
 
 def _worker_env(
