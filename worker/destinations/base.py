@@ -53,7 +53,7 @@ class Request:
     """One HTTP call, fully built; ``items`` are what it carries, in order."""
 
     method: Method
-    url: str
+    url: str = field(repr=False)  # SessionM's carries the API key: log ``endpoint`` instead
     body: bytes | None
     items: tuple[Item, ...]
     endpoint: str  # a short label for logs and metrics, e.g. "users/track"
