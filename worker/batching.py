@@ -31,6 +31,7 @@ class Batch:
     kinds: dict[str, str] = field(default_factory=dict)
     # later items of this batch's members, waiting for it to finish
     parked: list[Item] = field(default_factory=list)
+    parked_members: dict[str, int] = field(default_factory=dict)
     sealed: bool = False
     finished: bool = False
 
@@ -77,6 +78,7 @@ class Batcher:
                 del self._last_for_member[item.member_id]
         sealed: list[Batch] = []
         parked, batch.parked = batch.parked, []
+        batch.parked_members = {}
         for item in parked:
             sealed += self._place(item)
         return sealed
@@ -90,10 +92,14 @@ class Batcher:
         member = item.member_id
         previous = self._last_for_member.get(member)
         batch = self._open.get(item.group)
-        if previous is not None and not (
-            previous is batch and batch.kinds.get(member) == item.kind and batch.fits(item)
+        if previous is not None and (
+            previous.parked_members.get(member, 0) > 0
+            or not (previous is batch and batch.kinds.get(member) == item.kind and batch.fits(item))
         ):
-            previous.parked.append(item)  # wait for the member's unfinished batch
+            previous.parked.append(item)  # never overtake an earlier parked item
+            previous.parked_members[member] = (
+                previous.parked_members.get(member, 0) + 1
+            )  # wait for the member's unfinished batch
             return sealed
         if batch is not None and not batch.fits(item):
             sealed.append(self._seal(batch))

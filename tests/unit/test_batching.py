@@ -90,3 +90,14 @@ def test_parked_items_keep_arrival_order_through_retries() -> None:
     assert [i.event_id for i in third.items] == ["e-a-3"]
     batcher.finish(third)
     assert batcher.items_waiting == 0
+
+
+def test_later_item_never_overtakes_a_parked_one() -> None:
+    """events e1, attributes e2, events e3 of one member: e3 waits behind the parked e2."""
+    batcher = _batcher(max_items=10)
+    batcher.add(_item("a", kind="events", size=1))
+    batcher.add(_item("a", kind="attributes", size=2))
+    batcher.add(_item("a", kind="events", size=3))
+    (first,) = batcher.seal_all()
+    assert [i.event_id for i in first.items] == ["e-a-1"]
+    assert [i.event_id for i in first.parked] == ["e-a-2", "e-a-3"]
