@@ -28,6 +28,7 @@ DEFAULT_TOPICS: Final[Mapping[str, str]] = {
     "audience_membership_changed": "loyalty.audience_membership",
 }
 MIN_TOKEN_LENGTH: Final = 16
+_SHARED_PREFIXES: Final = ("KAFKA_", "LOG_LEVEL")
 ENVIRONMENT: Final[Mapping[str, str]] = {
     "INGEST_HOST": "host",
     "INGEST_PORT": "port",
@@ -71,7 +72,10 @@ def load_ingest_config(
     config_file: str | Path | None = None, environ: Mapping[str, str] | None = None
 ) -> IngestConfig:
     env = dict(os.environ if environ is None else environ)
-    settings: Settings = load_settings(config_file, env, require_destination=False)
+    # only the Kafka and logging settings matter here: a pod that shares the worker's ConfigMap
+    # but not its destination keys must not fail on them
+    shared = {k: v for k, v in env.items() if k.startswith(_SHARED_PREFIXES)}
+    settings: Settings = load_settings(config_file, shared, require_destination=False)
     raw: dict[str, Any] = {key: env[name] for name, key in ENVIRONMENT.items() if env.get(name)}
     raw["tokens"] = _tokens(env)
     raw["topics"] = _topics(env.get("INGEST_TOPICS", ""))
