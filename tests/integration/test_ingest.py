@@ -548,3 +548,23 @@ async def test_per_token_rate_limit_answers_429_with_retry_after(
     status, _, _ = await client.post(EVENTS_PATH, _native("m-9"), bearer(OLD_TOKEN))
     assert status == 202
     assert len(await records_in(kafka_bootstrap, topics)) == 3
+
+
+def test_demo_posts_each_template_through_the_ingest_and_exits_0() -> None:
+    """`loyalty-relay demo` sends the three template bodies through ingest; all arrive."""
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "demo", "--events", "20"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = done.stdout[done.stdout.index("Kognitiv webhooks through") :]
+    rows = [line for line in table.splitlines() if "(braze)" in line or "(moengage)" in line]
+    assert len(rows) == 3, table
+    for row in rows:
+        cells = [cell.strip() for cell in row.split("│")]
+        assert cells[2:3] == ["202"] and cells[4:6] == ["yes", "yes"], row
