@@ -82,6 +82,21 @@ def test_settings_defaults_and_overrides(tmp_path: Path) -> None:
     assert len(config.ingest.tokens) == 2
 
 
+def test_destination_variables_of_a_shared_configmap_are_ignored() -> None:
+    """The ingest pod shares the worker's ConfigMap without the destinations' keys."""
+    config = load_ingest_config(
+        environ={
+            "INGEST_TOKEN": NEW,
+            "BRAZE_REST_ENDPOINT": "https://rest.iad-01.braze.com",
+            "MOENGAGE_WORKSPACE_ID": "w",
+            "KAFKA_BOOTSTRAP_SERVERS": "broker:9096",
+            "LOG_LEVEL": "warning",
+        }
+    )
+    assert config.kafka.bootstrap_servers == "broker:9096"
+    assert config.log_level == "warning"
+
+
 @pytest.mark.parametrize(
     ("environ", "message"),
     [

@@ -28,7 +28,7 @@ DEFAULT_TOPICS: Final[Mapping[str, str]] = {
     "audience_membership_changed": "loyalty.audience_membership",
 }
 MIN_TOKEN_LENGTH: Final = 16
-_SHARED_PREFIXES: Final = ("KAFKA_", "LOG_LEVEL")
+_SHARED: Final = ("KAFKA_", "LOG_LEVEL")
 ENVIRONMENT: Final[Mapping[str, str]] = {
     "INGEST_HOST": "host",
     "INGEST_PORT": "port",
@@ -73,8 +73,9 @@ def load_ingest_config(
 ) -> IngestConfig:
     env = dict(os.environ if environ is None else environ)
     # only the Kafka and logging settings matter here: a pod that shares the worker's ConfigMap
-    # but not its destination keys must not fail on them
-    shared = {k: v for k, v in env.items() if k.startswith(_SHARED_PREFIXES)}
+    # but not its destination keys must not fail on them (a --config file is read whole, with
+    # the whole environment, exactly as the worker reads it)
+    shared = env if config_file else {k: v for k, v in env.items() if k.startswith(_SHARED)}
     settings: Settings = load_settings(config_file, shared, require_destination=False)
     raw: dict[str, Any] = {key: env[name] for name, key in ENVIRONMENT.items() if env.get(name)}
     raw["tokens"] = _tokens(env)
