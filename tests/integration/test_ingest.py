@@ -473,6 +473,9 @@ async def test_hostile_bodies_are_4xx_and_the_service_keeps_serving(
     big = orjson.dumps(
         [_native("m-1", data={"reward_type": "x" * 1000, "issued_date": "x"})] * 1100
     )
+    deep: Any = {}
+    for _ in range(200):
+        deep = {"d": deep}
     enrollment = orjson.loads(orjson.dumps(BRAZE_ENROLLMENT))
     enrollment["attributes"][0]["total_points_balance"] = "lots"
     cases: list[tuple[str, bytes, dict[str, str], int, str]] = [
@@ -481,6 +484,7 @@ async def test_hostile_bodies_are_4xx_and_the_service_keeps_serving(
         (EVENTS_PATH, b"", bearer(), 400, "empty_value"),
         (EVENTS_PATH, b'"a string"', bearer(), 400, "not_an_object"),
         (EVENTS_PATH, b"[" * 100_000 + b"]" * 100_000, bearer(), 400, "invalid_json"),
+        (EVENTS_PATH, orjson.dumps(_native("m-1", data=deep)), bearer(), 422, "schema_violation"),
         (EVENTS_PATH, big, bearer(), 413, "too_large"),
         (EVENTS_PATH, orjson.dumps([_native("m-1")] * 51), bearer(), 413, "too_many_items"),
         (BRAZE_PATH, b"[]", bearer(), 400, "not_an_object"),

@@ -372,3 +372,14 @@ def test_any_extra_string_fields_keep_an_event_valid_or_name_a_field(extra: dict
     else:
         assert outcome.reason in ("schema_violation",)
         assert outcome.field is not None
+
+
+def test_nesting_is_limited_as_the_worker_limits_it() -> None:
+    """Deeper than the worker's RELAY_MAX_NESTING_DEPTH is a schema_violation here too."""
+    nested: Any = "leaf"
+    for _ in range(40):
+        nested = {"n": nested}
+    body = {"events": [{**REWARD_ITEM, "extra": nested}]}
+    rejection = only(braze_webhook(body, RECEIVED))
+    assert isinstance(rejection, Rejection) and rejection.reason == "schema_violation"
+    assert isinstance(only(braze_webhook(body, RECEIVED, max_depth=60)), Record)

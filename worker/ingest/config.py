@@ -1,9 +1,9 @@
 """INGEST_* settings, from the environment; errors are one-line ConfigErrors naming the variable.
 
-The Kafka connection comes from the worker's settings (``KAFKA_*``, ``--config``); the ingest
-needs no destination. Tokens come from ``INGEST_TOKEN`` or the file named by
-``INGEST_TOKEN_FILE``, several separated by commas or new lines (for rotation: add the new token,
-switch the senders, remove the old one).
+The Kafka connection and the nesting limit come from the worker's settings (``KAFKA_*``,
+``RELAY_MAX_NESTING_DEPTH``, ``--config``); the ingest needs no destination. Tokens come from
+``INGEST_TOKEN`` or the file named by ``INGEST_TOKEN_FILE``, several separated by commas or new
+lines (for rotation: add the new token, switch the senders, remove the old one).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ DEFAULT_TOPICS: Final[Mapping[str, str]] = {
     "audience_membership_changed": "loyalty.audience_membership",
 }
 MIN_TOKEN_LENGTH: Final = 16
-_SHARED: Final = ("KAFKA_", "LOG_LEVEL")
+_SHARED: Final = ("KAFKA_", "LOG_LEVEL", "RELAY_MAX_NESTING_DEPTH")
 ENVIRONMENT: Final[Mapping[str, str]] = {
     "INGEST_HOST": "host",
     "INGEST_PORT": "port",
@@ -65,6 +65,8 @@ class IngestConfig:
     ingest: IngestSettings
     kafka: KafkaSettings
     log_level: str
+    # the worker's RELAY_MAX_NESTING_DEPTH, so the ingest refuses what the worker would
+    max_nesting_depth: int
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
@@ -92,6 +94,7 @@ def load_ingest_config(
         ingest=ingest,
         kafka=settings.kafka,
         log_level=settings.worker.log_level,
+        max_nesting_depth=settings.worker.max_nesting_depth,
         secrets=(*settings.secrets, *tokens),
     )
 

@@ -29,7 +29,7 @@ from typing import Any, Final
 
 import orjson
 
-from worker.decode import decode, load_schemas
+from worker.decode import MAX_NESTING_DEPTH, decode, load_schemas
 from worker.errors import DecodeError
 from worker.events import EVENT_TYPES, Consumed
 
@@ -131,14 +131,20 @@ def canonical(value: Any) -> bytes:
 # --- POST /v1/events -----------------------------------------------------------------------
 
 
-def native_events(body: bytes, *, ndjson: bool) -> list[Outcome]:
-    """One object, an array of objects, or NDJSON lines (``ndjson``) of native events."""
+def native_events(
+    body: bytes, *, ndjson: bool, max_depth: int = MAX_NESTING_DEPTH
+) -> list[Outcome]:
+    """One object, an array of objects, or NDJSON lines (``ndjson``) of native events.
+
+    ``max_depth`` is the worker's RELAY_MAX_NESTING_DEPTH: deeper events are refused here as
+    the worker would dead-letter them.
+    """
     if ndjson:
         outcomes: list[Outcome] = []
         for number, line in enumerate(body.split(b"\n"), 1):
             line = line.strip()
             if line:
-                outcomes.append(_native(len(outcomes), f"line {number}", line))
+                outcomes.append(_native(len(outcomes), f"line {number}", line, max_depth))
         if not outcomes:
             raise BodyError("the request body has no NDJSON lines", "empty_value")
         return outcomes
@@ -146,30 +152,34 @@ def native_events(body: bytes, *, ndjson: bool) -> list[Outcome]:
     if isinstance(document, list):
         if not document:
             raise BodyError("the request body is an empty array", "empty_value")
-        return [_native(i, f"[{i}]", orjson.dumps(item)) for i, item in enumerate(document)]
+        return [
+            _native(i, f"[{i}]", orjson.dumps(item), max_depth) for i, item in enumerate(document)
+        ]
     if isinstance(document, dict):
-        return [_native(0, "body", body)]
+        return [_native(0, "body", body, max_depth)]
     raise BodyError(
         f"the body is a JSON {type(document).__name__}, not an object or an array",
         "not_an_object",
     )
 
 
-def _native(index: int, item: str, raw: bytes) -> Outcome:
+def _native(index: int, item: str, raw: bytes, max_depth: int) -> Outcome:
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return _rejection_from(index, item, raw, {})
+        return _rejection_from(index, item, raw)
     if isinstance(document, dict) and "event_id" not in document:
         event_id = derive_event_id(NATIVE_ROUTE, canonical(document))
         raw = orjson.dumps({"event_id": event_id, **document})
-    return _validated(index, item, raw, {})
+    return _validated(index, item, raw, {}, max_depth)
 
 
 # --- POST /v1/webhooks/kognitiv/braze ------------------------------------------------------
 
 
-def braze_webhook(document: Any, received_at: datetime) -> list[Outcome]:
+def braze_webhook(
+    document: Any, received_at: datetime, max_depth: int = MAX_NESTING_DEPTH
+) -> list[Outcome]:
     """Seed 000's bodies: ``events[]`` by their ``name``, ``attributes[]`` as enrollments."""
     if not isinstance(document, dict):
         raise BodyError(
@@ -189,17 +199,20 @@ def braze_webhook(document: Any, received_at: datetime) -> list[Outcome]:
         raise BodyError("the body has no events and no attributes", "empty_value", 422)
     outcomes: list[Outcome] = []
     for position, item in enumerate(events):
-        outcomes.append(_braze_event(len(outcomes), f"events[{position}]", item, received_at))
+        label = f"events[{position}]"
+        outcomes.append(_braze_event(len(outcomes), label, item, received_at, max_depth))
     for position, item in enumerate(attributes):
         label = f"attributes[{position}]"
-        outcomes.append(_braze_attributes(len(outcomes), label, item, received_at))
+        outcomes.append(_braze_attributes(len(outcomes), label, item, received_at, max_depth))
     return outcomes
 
 
-def _braze_event(index: int, label: str, item: Any, received_at: datetime) -> Outcome:
+def _braze_event(
+    index: int, label: str, item: Any, received_at: datetime, max_depth: int
+) -> Outcome:
     if not isinstance(item, dict):
         return _not_an_object(index, label, item)
-    draft = _Draft(index, label, BRAZE_ROUTE, canonical(item))
+    draft = _Draft(index, label, BRAZE_ROUTE, canonical(item), max_depth)
     name = item.get("name")
     if name not in EVENT_TYPES:
         return draft.reject("unknown_event_type", "name", _event_type_message("name"))
@@ -219,10 +232,12 @@ def _braze_event(index: int, label: str, item: Any, received_at: datetime) -> Ou
     )
 
 
-def _braze_attributes(index: int, label: str, item: Any, received_at: datetime) -> Outcome:
+def _braze_attributes(
+    index: int, label: str, item: Any, received_at: datetime, max_depth: int
+) -> Outcome:
     if not isinstance(item, dict):
         return _not_an_object(index, label, item)
-    draft = _Draft(index, label, BRAZE_ROUTE, canonical(item))
+    draft = _Draft(index, label, BRAZE_ROUTE, canonical(item), max_depth)
     return draft.finish(
         "member_enrolled",
         dict(item),
@@ -237,7 +252,9 @@ def _braze_attributes(index: int, label: str, item: Any, received_at: datetime) 
 # --- POST /v1/webhooks/kognitiv/moengage ---------------------------------------------------
 
 
-def moengage_webhook(document: Any, received_at: datetime) -> list[Outcome]:
+def moengage_webhook(
+    document: Any, received_at: datetime, max_depth: int = MAX_NESTING_DEPTH
+) -> list[Outcome]:
     """Seed 001's body: each of ``actions[]`` becomes an event of the ``action``'s type."""
     if not isinstance(document, dict):
         raise BodyError(
@@ -256,17 +273,24 @@ def moengage_webhook(document: Any, received_at: datetime) -> list[Outcome]:
     outcomes: list[Outcome] = []
     for position, action in enumerate(actions):
         label = f"actions[{position}]"
-        outcomes.append(_moengage_action(len(outcomes), label, shared, action, received_at))
+        outcomes.append(
+            _moengage_action(len(outcomes), label, shared, action, received_at, max_depth)
+        )
     return outcomes
 
 
 def _moengage_action(
-    index: int, label: str, shared: Mapping[str, Any], action: Any, received_at: datetime
+    index: int,
+    label: str,
+    shared: Mapping[str, Any],
+    action: Any,
+    received_at: datetime,
+    max_depth: int,
 ) -> Outcome:
     if not isinstance(action, dict):
         return _not_an_object(index, label, action)
     # the customer and the rest of the body are part of what identifies this action
-    draft = _Draft(index, label, MOENGAGE_ROUTE, canonical({**shared, "action": action}))
+    draft = _Draft(index, label, MOENGAGE_ROUTE, canonical({**shared, "action": action}), max_depth)
     name = action.get("action")
     if name not in EVENT_TYPES:
         return draft.reject("unknown_event_type", "action", _event_type_message("action"))
@@ -297,6 +321,7 @@ class _Draft:
     label: str
     route: str
     identity: bytes  # the item's bytes the derived event_id is made from
+    max_depth: int
     names: dict[str, str] = field(default_factory=dict)  # envelope path → template field
 
     def reject(self, reason: str, name: str | None, error: str) -> Rejection:
@@ -373,7 +398,8 @@ class _Draft:
             "member_id": member_id.strip(),
             "data": data,
         }
-        return _validated(self.index, self.label, orjson.dumps(envelope), self.names)
+        value = orjson.dumps(envelope)
+        return _validated(self.index, self.label, value, self.names, self.max_depth)
 
 
 def coerce(value: Any, spec: Mapping[str, Any]) -> Any:
@@ -443,19 +469,22 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def _validated(index: int, item: str, value: bytes, names: Mapping[str, str]) -> Outcome:
+def _validated(
+    index: int, item: str, value: bytes, names: Mapping[str, str], max_depth: int
+) -> Outcome:
     try:
-        event = decode(Consumed("", 0, 0, None, value))
+        event = decode(Consumed("", 0, 0, None, value), max_depth)
     except DecodeError as exc:
         return _rejection(index, item, exc, names)
     return Record(index, item, event.event_id, event.event_type, event.member_id, value)
 
 
-def _rejection_from(index: int, item: str, raw: bytes, names: Mapping[str, str]) -> Rejection:
+def _rejection_from(index: int, item: str, raw: bytes) -> Rejection:
+    """The decoder's reason for bytes that are not JSON (invalid_json or invalid_utf8)."""
     try:
         decode(Consumed("", 0, 0, None, raw))
     except DecodeError as exc:
-        return _rejection(index, item, exc, names)
+        return _rejection(index, item, exc, {})
     raise AssertionError("a value that orjson refused decoded")  # pragma: no cover
 
 

@@ -56,7 +56,7 @@ _PROBE_SECONDS: Final = 5.0
 _READ_CHUNK: Final = 65_536
 _NDJSON_TYPES: Final = frozenset({"application/x-ndjson", "application/ndjson"})
 
-Parse = Callable[[bytes, str, datetime], list[Outcome]]
+Parse = Callable[[bytes, str, datetime, int], list[Outcome]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +67,16 @@ class Route:
     parse: Parse
 
 
-def _parse_native(body: bytes, content_type: str, _at: datetime) -> list[Outcome]:
-    return native_events(body, ndjson=content_type in _NDJSON_TYPES)
+def _parse_native(body: bytes, content_type: str, _at: datetime, depth: int) -> list[Outcome]:
+    return native_events(body, ndjson=content_type in _NDJSON_TYPES, max_depth=depth)
 
 
-def _parse_braze(body: bytes, _content_type: str, at: datetime) -> list[Outcome]:
-    return braze_webhook(parse_json(body), at)
+def _parse_braze(body: bytes, _content_type: str, at: datetime, depth: int) -> list[Outcome]:
+    return braze_webhook(parse_json(body), at, depth)
 
 
-def _parse_moengage(body: bytes, _content_type: str, at: datetime) -> list[Outcome]:
-    return moengage_webhook(parse_json(body), at)
+def _parse_moengage(body: bytes, _content_type: str, at: datetime, depth: int) -> list[Outcome]:
+    return moengage_webhook(parse_json(body), at, depth)
 
 
 ROUTES: Final = (
@@ -238,7 +238,9 @@ class IngestService:
             )
         summary["bytes"] = len(body)
         try:
-            outcomes = route.parse(body, request.content_type, datetime.now(UTC))
+            outcomes = route.parse(
+                body, request.content_type, datetime.now(UTC), self.config.max_nesting_depth
+            )
         except BodyError as exc:
             metrics.ITEMS_REJECTED.labels(route.name, exc.reason).inc()
             summary["reason"] = exc.reason
