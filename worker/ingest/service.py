@@ -157,8 +157,12 @@ class IngestService:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._producer is not None and self._connected:
-            await self._producer.stop()
+        if self._producer is not None:
+            if self._connected:
+                await self._producer.stop()  # flushes what is still in its buffers
+            else:
+                with contextlib.suppress(Exception):  # a start cut short: release what it opened
+                    await self._producer.stop()
         log.info("stopped")
 
     async def _connect(self) -> None:
