@@ -501,6 +501,17 @@ async def test_hostile_bodies_are_4xx_and_the_service_keeps_serving(
         assert status == expected, (path, raw[:80], answer)
         found = answer.get("reason") or answer["rejected"][0]["reason"]
         assert not reason or found == reason, (raw[:80], answer)
+
+    # chunked, so no Content-Length to refuse early: the limit holds while reading
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(40):
+            yield b" " * 65_536
+
+    async with client.session.post(
+        client.base + EVENTS_PATH, data=chunks(), headers=bearer()
+    ) as response:
+        assert response.status == 413
+        assert (await response.json())["reason"] == "too_large"
     status, answer, _ = await client.post(BRAZE_PATH, enrollment, bearer())
     assert answer["rejected"] == [
         {
