@@ -19,6 +19,7 @@ import fastjsonschema
 import orjson
 
 from worker.errors import DecodeError
+from worker.event_model import surely_valid
 from worker.events import EVENT_TYPES, Consumed, LoyaltyEvent
 
 MAX_VALUE_BYTES: Final = 1_048_576
@@ -53,6 +54,8 @@ def decode(record: Consumed, max_depth: int = MAX_NESTING_DEPTH) -> LoyaltyEvent
     # counting brackets is C-fast and bounds the depth from above: most events skip the walk
     if value.count(b"{") + value.count(b"[") > max_depth and _too_deep(document, max_depth):
         raise DecodeError(f"value nests deeper than {max_depth} levels", reason="schema_violation")
+    if surely_valid(value):  # the common case, at a third of the JSON Schemas' cost
+        return _event(document)
     member_id = document.get("member_id")
     if not isinstance(member_id, str) or not member_id:
         raise DecodeError(
@@ -72,12 +75,16 @@ def decode(record: Consumed, max_depth: int = MAX_NESTING_DEPTH) -> LoyaltyEvent
     validators = _validators()
     _validate(validators["envelope"], document, "")
     _validate(validators[event_type], document["data"], "data.")
+    return _event(document)
+
+
+def _event(document: dict[str, Any]) -> LoyaltyEvent:
     return LoyaltyEvent(
         event_id=document["event_id"],
-        event_type=event_type,
+        event_type=document["event_type"],
         schema_version=SUPPORTED_SCHEMA_VERSION,
         occurred_at=document["occurred_at"],
-        member_id=member_id,
+        member_id=document["member_id"],
         source=document.get("source"),
         data=document["data"],
     )
