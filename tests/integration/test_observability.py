@@ -117,7 +117,8 @@ async def test_metrics_move_with_traffic_and_lag_drains_to_zero(
         _total(samples, "relay_http_requests_total", destination="braze", status_class="2xx") >= 1
     )
     assert _total(samples, "relay_batch_items_count", destination="moengage") >= 1
-    assert _total(samples, "relay_end_to_end_seconds_count", destination="braze") == 40
+    # sampled: the first delivered item of each batch and every 16th after it
+    assert 1 <= _total(samples, "relay_end_to_end_seconds_count", destination="braze") <= 40
     assert _total(samples, "relay_circuit_breaker_state", destination="braze") == 0
     assert _total(samples, "relay_rate_limit", destination="braze") == 1000
     assert "sim-braze-key" not in text

@@ -35,7 +35,7 @@ HTTP_LATENCY = Histogram(
 )
 END_TO_END_LATENCY = Histogram(
     "relay_end_to_end_seconds",
-    "occurred_at to accepted by the destination",
+    "occurred_at to accepted by the destination (sampled: 1st and every 16th item of a batch)",
     ["destination"],
     buckets=_E2E_BUCKETS,
 )
