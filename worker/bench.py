@@ -80,6 +80,8 @@ async def run_bench(
             await _produce(kafka, topics, events, mix, members, progress, task)
             progress.update(task, description="ceiling: bare consumer", completed=0)
             result["ceiling_events_per_s"] = await _ceiling(kafka, list(topics.values()), events)
+            progress.update(task, description="minimal aiokafka → aiohttp loop", completed=0)
+            result.update(await _minimal_loop(kafka, list(topics.values()), env, events))
             progress.update(task, description="worker end to end", completed=0)
             result.update(await _worker(bootstrap, topics, env, events, mix, progress, task))
             if not skip_baseline:
@@ -93,6 +95,9 @@ async def run_bench(
             result["latency_half_load_ms"] = live[1]
     result["worker_to_ceiling_ratio"] = round(
         result["worker_events_per_s"] / result["ceiling_events_per_s"], 3
+    )
+    result["worker_to_minimal_loop_ratio"] = round(
+        result["worker_events_per_s"] / result["minimal_loop_events_per_s"], 3
     )
     _print(console, result)
     if json_path:
@@ -144,28 +149,40 @@ async def _produce(
         await producer.stop()
 
 
-async def _ceiling(kafka: KafkaSettings, topics: list[str], count: int) -> float:
-    """A bare consumer (assigned partitions, no processing): the client's ceiling."""
+async def _assigned_from_start(kafka: KafkaSettings, topics: list[str]) -> Any:
+    """A group-less consumer assigned every partition of ``topics``, at the beginning."""
     from aiokafka import TopicPartition
 
     consumer = make_consumer(kafka, None)
-    await start_with_retry(consumer, "ceiling", 30)
+    await start_with_retry(consumer, "bench reader", 30)
+    client = consumer._client  # ask for these topics' metadata (Kafka sends it on request)
+    for topic in topics:
+        client.add_topic(topic)
+    for _ in range(50):
+        await client.force_metadata_update()
+        if all(consumer.partitions_for_topic(topic) for topic in topics):
+            break
+        await asyncio.sleep(0.2)
+    partitions = [
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in sorted(consumer.partitions_for_topic(topic) or ())
+    ]
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    return consumer
+
+
+async def _stop_reader(consumer: Any) -> None:
+    # aiokafka may raise CancelledError from a group-less consumer's stop (a known quirk)
+    with contextlib.suppress(asyncio.CancelledError):
+        await consumer.stop()
+
+
+async def _ceiling(kafka: KafkaSettings, topics: list[str], count: int) -> float:
+    """A bare consumer (assigned partitions, no processing): the client's ceiling."""
+    consumer = await _assigned_from_start(kafka, topics)
     try:
-        client = consumer._client  # ask for these topics' metadata (Kafka sends it on request)
-        for topic in topics:
-            client.add_topic(topic)
-        for _ in range(50):
-            await client.force_metadata_update()
-            if all(consumer.partitions_for_topic(topic) for topic in topics):
-                break
-            await asyncio.sleep(0.2)
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
         seen = 0
         started = time.perf_counter()
         while seen < count:
@@ -173,9 +190,81 @@ async def _ceiling(kafka: KafkaSettings, topics: list[str], count: int) -> float
             seen += sum(len(v) for v in batch.values())
         return round(count / (time.perf_counter() - started), 1)
     finally:
-        # aiokafka may raise CancelledError from a group-less consumer's stop (a known quirk)
-        with contextlib.suppress(asyncio.CancelledError):
-            await consumer.stop()
+        await _stop_reader(consumer)
+
+
+async def _minimal_loop(
+    kafka: KafkaSettings, topics: list[str], env: Mapping[str, str], count: int
+) -> dict[str, Any]:
+    """The same Braze /users/track requests with no guarantees: the price of the guarantees.
+
+    Every event becomes one custom event object, 75 to a request, 16 requests in flight; no
+    validation, per-member order, retries, dead letters, commits or metrics. Braze only: the
+    worker's figure covers Braze and MoEngage, so the ratio flatters this loop.
+    """
+    url = env["BRAZE_REST_ENDPOINT"] + "/users/track"
+    headers = {
+        "Authorization": f"Bearer {env['BRAZE_API_KEY']}",
+        "Content-Type": "application/json",
+    }
+    slots = asyncio.Semaphore(16)
+    sent = 0
+
+    async def post(session: aiohttp.ClientSession, objects: list[bytes]) -> None:
+        nonlocal sent
+        body = b'{"events":[' + b",".join(objects) + b"]}"
+        async with slots, session.post(url, data=body, headers=headers) as resp:
+            await resp.read()
+            if resp.status == 201:
+                sent += len(objects)
+
+    consumer = await _assigned_from_start(kafka, topics)
+    tasks: set[asyncio.Task[None]] = set()
+    cpu = time.process_time()
+    started = time.perf_counter()
+    try:
+        async with aiohttp.ClientSession() as session:
+            read, pending = 0, []
+            while read < count:
+                fetched = await consumer.getmany(timeout_ms=500, max_records=10_000)
+                for records in fetched.values():
+                    for record in records:
+                        event = orjson.loads(record.value)
+                        properties = {
+                            k: v for k, v in event["data"].items() if not isinstance(v, dict)
+                        }
+                        properties["event_id"] = event["event_id"]
+                        pending.append(
+                            orjson.dumps(
+                                {
+                                    "external_id": event["member_id"],
+                                    "name": event["event_type"],
+                                    "time": event["occurred_at"],
+                                    "properties": properties,
+                                }
+                            )
+                        )
+                        if len(pending) == 75:
+                            await slots.acquire()  # at most 16 requests built ahead
+                            slots.release()
+                            task = asyncio.create_task(post(session, pending))
+                            tasks.add(task)
+                            task.add_done_callback(tasks.discard)
+                            pending = []
+                    read += len(records)
+            if pending:
+                await post(session, pending)
+            await asyncio.gather(*tasks)
+    finally:
+        await _stop_reader(consumer)
+    elapsed = time.perf_counter() - started
+    return {
+        "minimal_loop_events_per_s": round(count / elapsed, 1),
+        "minimal_loop_cpu_seconds_per_1000_events": round(
+            (time.process_time() - cpu) / count * 1000, 3
+        ),
+        "minimal_loop_delivered": sent,
+    }
 
 
 def _worker_env(
