@@ -28,6 +28,7 @@ Validator = Callable[[Any], Any]
 
 
 MAX_NESTING_DEPTH: Final = 32
+FAST_CHECK_MAX_BYTES: Final = 64 * 1024
 
 
 def decode(record: Consumed, max_depth: int = MAX_NESTING_DEPTH) -> LoyaltyEvent:
@@ -54,7 +55,9 @@ def decode(record: Consumed, max_depth: int = MAX_NESTING_DEPTH) -> LoyaltyEvent
     # counting brackets is C-fast and bounds the depth from above: most events skip the walk
     if value.count(b"{") + value.count(b"[") > max_depth and _too_deep(document, max_depth):
         raise DecodeError(f"value nests deeper than {max_depth} levels", reason="schema_violation")
-    if surely_valid(value):  # the common case, at a third of the JSON Schemas' cost
+    # the common case at a third of the JSON Schemas' cost; not for large values, whose
+    # second decoded copy would double the memory they take while decoding
+    if len(value) <= FAST_CHECK_MAX_BYTES and surely_valid(value):
         return _event(document)
     member_id = document.get("member_id")
     if not isinstance(member_id, str) or not member_id:

@@ -16,9 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.decode import _validators
+from worker.decode import FAST_CHECK_MAX_BYTES, _validators, decode
+from worker.errors import DecodeError
 from worker.event_model import surely_valid
-from worker.events import EVENT_TYPES
+from worker.events import EVENT_TYPES, Consumed
 from worker.sample import make_event
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "schemas" / "examples").glob("*.json"))
@@ -126,3 +127,16 @@ def test_values_msgspec_reads_more_strictly_fall_back_to_the_schemas(
     assert value != EXAMPLES[0].read_bytes()
     assert not surely_valid(value)
     assert _schemas_accept(orjson.loads(value)) is schemas_accept
+
+
+def test_large_values_are_checked_by_the_json_schemas_alone() -> None:
+    """Over FAST_CHECK_MAX_BYTES the model is not asked (its copy would double the memory)."""
+    document = orjson.loads(EXAMPLES[-1].read_bytes())
+    document["data"]["padding"] = "x" * FAST_CHECK_MAX_BYTES
+    event = decode(Consumed("t", 0, 0, None, orjson.dumps(document)))
+    assert event.data["padding"] == document["data"]["padding"]
+    document["data"]["reward_type"] = ""
+    with pytest.raises(DecodeError) as caught:
+        decode(Consumed("t", 0, 0, None, orjson.dumps(document)))
+    assert caught.value.reason == "schema_violation"
+    assert "data.reward_type" in str(caught.value)
