@@ -13,7 +13,7 @@ so an outage at one destination makes lag there and nowhere else. Inside a pipel
 * no input and no destination answer can end the pipeline: an unexpected exception while
   handling one record or one batch becomes an ``internal_error`` dead letter for that event
   and destination (plus a log line with the traceback), and the loop goes on;
-* a failed fetch never skips records (``worker.consume``);
+* a failed fetch never skips records (``worker.consume.fetch``);
 * on a revoke, after a bounded wait, batches holding items of the revoked partitions are
   cancelled and their parked items dropped: the old owner never sends after giving a
   partition up, so per-member order holds across rebalances.
@@ -31,12 +31,18 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from worker.batching import Batch, Batcher
 from worker.config import Settings
-from worker.consume import GuardedFetcher, describe
+from worker.consume import (
+    Consumer,
+    GuardedFetcher,
+    RebalanceListener,
+    TopicPartition,
+    consumed,
+    describe,
+)
 from worker.deadletter import DeadLetter, DeadLetterWriter
 from worker.decode import SharedDecoder, decode
 from worker.deliver.sender import Failure, Result, Sender
@@ -72,17 +78,6 @@ class PipelineStats:
     filtered: int = 0
     input_errors: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, pipeline: DestinationPipeline) -> None:
-        self._pipeline = pipeline
-
-    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        await self._pipeline.partitions_revoked(list(revoked))
-
-    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        self._pipeline.partitions_assigned(list(assigned))
 
 
 class DestinationPipeline:
@@ -127,7 +122,7 @@ class DestinationPipeline:
             accept,
         )
         self._redactor = redactor or Redactor(settings.secrets)
-        self.consumer: Any = (consumer_factory or self._default_consumer)()
+        self.consumer: Consumer = (consumer_factory or self._default_consumer)()
         self.fetcher = GuardedFetcher(
             self.consumer,
             self.name,
@@ -163,7 +158,8 @@ class DestinationPipeline:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.consumer.subscribe(self.topics, listener=_Listener(self))
+        listener = RebalanceListener(self.partitions_assigned, self.partitions_revoked)
+        self.consumer.subscribe(self.topics, listener=listener)
         await start_with_retry(
             self.consumer, f"consumer {self.group_id}", self.settings.kafka.unreachable_exit_seconds
         )
@@ -321,8 +317,8 @@ class DestinationPipeline:
             return
         self.stats.consumed += len(messages)
         # counted here and added to the metric once per fetch: Counter.inc takes a lock
-        consumed: dict[tuple[str, str], int] = {}
-        for routed in route(self._route, [_consumed(message) for message in messages]):
+        counts: dict[tuple[str, str], int] = {}
+        for routed in route(self._route, [consumed(message) for message in messages]):
             record = routed.record
             value, key = record.value, record.key
             ticket = progress.track(record.offset, len(value or b"") + len(key or b""))
@@ -335,8 +331,8 @@ class DestinationPipeline:
             ticket.release()
             if event_type is not None:
                 counted = (record.topic, event_type)
-                consumed[counted] = consumed.get(counted, 0) + 1
-        for (topic, event_type), count in consumed.items():
+                counts[counted] = counts.get(counted, 0) + 1
+        for (topic, event_type), count in counts.items():
             self._consumed_counter(topic, event_type).inc(count)
 
     def _apply(self, routed: Routed, ticket: Ticket) -> None:
@@ -630,7 +626,7 @@ class DestinationPipeline:
         if not records or progress is None:
             return None
         message = records[0]
-        record = _consumed(message)
+        record = consumed(message)
         ticket = progress.track(message.offset, len(message.value or b""))
         if self.writes_input_errors:
             cause = self.fetcher.unreadable.get(tp, "")
@@ -776,20 +772,6 @@ async def _guarded(run: Callable[[], Awaitable[None]], destination: str, what: s
 
 def _retriable(error: BaseException) -> bool:
     return isinstance(error, KafkaError) and bool(getattr(error, "retriable", False))
-
-
-def _consumed(message: Any) -> Consumed:
-    """An aiokafka ConsumerRecord as the worker's own value; a null header value becomes b""."""
-    headers = message.headers
-    return Consumed(
-        message.topic,
-        message.partition,
-        message.offset,
-        message.key,
-        message.value,
-        tuple((k, v if v is not None else b"") for k, v in headers) if headers else (),
-        message.timestamp or 0,
-    )
 
 
 def _observe_latency(observe: Callable[[float], None], occurred_at: str, now: float) -> None:
