@@ -17,14 +17,26 @@ from __future__ import annotations
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
+from fastjsonschema.draft04 import DOLLAR_FINDER
 from fastjsonschema.draft07 import CodeGeneratorDraft07
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 _FORMATS: Final = CodeGeneratorDraft07.FORMAT_REGEXS
 
+
+def _pattern(pattern: str) -> str:
+    """A schema ``pattern`` as fastjsonschema compiles it: each ``$`` becomes ``\\Z``, so
+    ``"FR\\n"`` does not match ``^[A-Z]{2}$``."""
+    return DOLLAR_FINDER.sub(r"\\Z", pattern)
+
+
 DateTime = Annotated[str, Meta(pattern=_FORMATS["date-time"])]
 Email = Annotated[str, Meta(pattern=_FORMATS["email"])]
 NonEmpty = Annotated[str, Meta(min_length=1)]
+# definitions/id of envelope.v1.json: one URL path segment once percent-encoded
+_ID_PATTERN: Final = _pattern(r"^(?!\.{1,2}$)[^\u0000-\u001f\u007f-\u009f]+$")
+Id = Annotated[str, Meta(min_length=1, max_length=255, pattern=_ID_PATTERN)]
+DestinationName = Annotated[str, Meta(pattern=_pattern("^[a-z][a-z0-9_]*$"))]
 
 
 class _Data(Struct, forbid_unknown_fields=False):
@@ -37,6 +49,22 @@ class RewardsIssued(_Data):
     issued_location_name: str | UnsetType = UNSET
     reward_id: str | UnsetType = UNSET
     points: float | UnsetType = UNSET
+
+
+class MemberEnrolled(_Data):
+    email: Email | UnsetType = UNSET
+    first_name: str | UnsetType = UNSET
+    last_name: str | UnsetType = UNSET
+    country: Annotated[str, Meta(pattern=_pattern("^[A-Z]{2}$"))] | UnsetType = UNSET
+    home_city: str | UnsetType = UNSET
+    time_zone: (
+        Annotated[str, Meta(pattern=_pattern("^[A-Za-z_]+(/[A-Za-z0-9_+-]+){0,2}$"))] | UnsetType
+    ) = UNSET
+    points_available: float | UnsetType = UNSET
+    email_contact_allowed: bool | UnsetType = UNSET
+    sms_contact_allowed: bool | UnsetType = UNSET
+    email_subscribe: Literal["opted_in", "subscribed", "unsubscribed"] | UnsetType = UNSET
+    date_joined: DateTime | UnsetType = UNSET
 
 
 class Campaign(_Data):
@@ -60,27 +88,12 @@ class OfferIssued(_Data):
     braze_campaign_id: NonEmpty | UnsetType = UNSET
     braze_canvas_id: NonEmpty | UnsetType = UNSET
     broadcast: bool | UnsetType = UNSET
+    enrollment: MemberEnrolled | UnsetType = UNSET  # the same fields as member_enrolled data
     campaign: Campaign | UnsetType = UNSET
 
 
-class MemberEnrolled(_Data):
-    email: Email | UnsetType = UNSET
-    first_name: str | UnsetType = UNSET
-    last_name: str | UnsetType = UNSET
-    country: Annotated[str, Meta(pattern="^[A-Z]{2}$")] | UnsetType = UNSET
-    home_city: str | UnsetType = UNSET
-    time_zone: Annotated[str, Meta(pattern="^[A-Za-z_]+(/[A-Za-z0-9_+-]+){0,2}$")] | UnsetType = (
-        UNSET
-    )
-    points_available: float | UnsetType = UNSET
-    email_contact_allowed: bool | UnsetType = UNSET
-    sms_contact_allowed: bool | UnsetType = UNSET
-    email_subscribe: Literal["opted_in", "subscribed", "unsubscribed"] | UnsetType = UNSET
-    date_joined: DateTime | UnsetType = UNSET
-
-
 class AudienceMembershipChanged(_Data):
-    audience: Annotated[str, Meta(min_length=1, max_length=255)]
+    audience: Id
     action: Literal["add", "remove"]
     ttl_seconds: Annotated[int, Meta(ge=1)] | UnsetType = UNSET
 
@@ -89,8 +102,9 @@ class _Envelope(Struct, forbid_unknown_fields=False, tag_field="event_type", kw_
     event_id: Annotated[str, Meta(min_length=1, max_length=200)]
     schema_version: Literal[1]
     occurred_at: DateTime
-    member_id: Annotated[str, Meta(min_length=1, max_length=255)]
+    member_id: Id
     source: str | UnsetType = UNSET
+    identifiers: dict[DestinationName, Id] | UnsetType = UNSET
 
 
 class RewardsIssuedEvent(_Envelope, tag="rewards_issued"):

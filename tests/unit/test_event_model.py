@@ -70,10 +70,18 @@ _JSON_SCALARS = (
             "a..b@c.de",
             "a@b",
             "FR",
+            "FR\n",
+            "Europe/Paris\n",
+            "sessionm\n",
             "fr",
             "FRA",
             "Europe/Paris",
             "Europe/Paris/x/y",
+            ".",
+            "..",
+            "a\x01b",
+            "b\x9f",
+            "8c1f2a9e",
             "add",
             "remove",
             "opted_in",
@@ -98,8 +106,22 @@ def _mutated(draw: st.DrawFn) -> dict[str, Any]:
     document["event_type"] = draw(st.sampled_from(EVENT_TYPES))  # data of another type, too
     for _ in range(draw(st.integers(1, 3))):
         data = document.get("data")
-        target = data if isinstance(data, dict) and draw(st.booleans()) else document
-        names = [*target, "braze_campaign_id", "braze_canvas_id", "ttl_seconds", "campaign"]
+        nested = [data, document.get("identifiers")]
+        if isinstance(data, dict):
+            nested.append(data.get("enrollment"))
+        targets = [document, *(part for part in nested if isinstance(part, dict))]
+        target = draw(st.sampled_from(targets))
+        names = [
+            *target,
+            "braze_campaign_id",
+            "braze_canvas_id",
+            "ttl_seconds",
+            "campaign",
+            "identifiers",
+            "enrollment",
+            "sessionm",
+            "Kognitiv",
+        ]
         name = draw(st.sampled_from(names))
         if draw(st.integers(0, 4)) == 0:
             target.pop(name, None)
