@@ -18,12 +18,12 @@ from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from worker.destinations.braze.config import BrazeSettings
-from worker.destinations.kognitiv.config import KognitivSettings
-from worker.destinations.moengage.config import MoEngageSettings
-from worker.destinations.sessionm.config import SessionMSettings
+from worker.destinations.base import DeliverySettings
+from worker.destinations.registry import REGISTRY
 from worker.errors import ConfigError
 from worker.events import EVENT_TYPES
+
+__all__ = ["DeliverySettings", "Settings", "load_settings"]
 
 DEFAULT_TOPICS: Final = (
     "loyalty.rewards_issued",
@@ -31,15 +31,9 @@ DEFAULT_TOPICS: Final = (
     "loyalty.offers_issued",
     "loyalty.audience_membership",
 )
-DESTINATION_NAMES: Final = ("braze", "moengage", "sessionm", "kognitiv")
-DESTINATION_SETTINGS: Final[Mapping[str, type[BaseModel]]] = {
-    "braze": BrazeSettings,
-    "moengage": MoEngageSettings,
-    "sessionm": SessionMSettings,
-    "kognitiv": KognitivSettings,
-}
 
-# environment variable → (section, key). Secrets also accept NAME_FILE.
+# environment variable → (section, key) for Kafka and the worker. Destination variables come
+# from each destination's package (DESTINATION_ENVIRONMENT). Secrets also accept NAME_FILE.
 ENVIRONMENT: Final[Mapping[str, tuple[str, str]]] = {
     "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
     "KAFKA_GROUP_ID": ("kafka", "group_id"),
@@ -57,18 +51,6 @@ ENVIRONMENT: Final[Mapping[str, tuple[str, str]]] = {
     "KAFKA_FETCH_MAX_BYTES": ("kafka", "fetch_max_bytes"),
     "KAFKA_MAX_PARTITION_FETCH_BYTES": ("kafka", "max_partition_fetch_bytes"),
     "KAFKA_UNREACHABLE_EXIT_SECONDS": ("kafka", "unreachable_exit_seconds"),
-    "BRAZE_REST_ENDPOINT": ("braze", "rest_endpoint"),
-    "BRAZE_API_KEY": ("braze", "api_key"),
-    "BRAZE_APP_ID": ("braze", "app_id"),
-    "MOENGAGE_API_ENDPOINT": ("moengage", "api_endpoint"),
-    "MOENGAGE_WORKSPACE_ID": ("moengage", "workspace_id"),
-    "MOENGAGE_API_KEY": ("moengage", "api_key"),
-    "SESSIONM_CORE_ENDPOINT": ("sessionm", "core_endpoint"),
-    "SESSIONM_API_KEY": ("sessionm", "api_key"),
-    "SESSIONM_API_SECRET": ("sessionm", "api_secret"),
-    "KOGNITIV_API_BASE_URL": ("kognitiv", "api_base_url"),
-    "KOGNITIV_CLIENT_ID": ("kognitiv", "client_id"),
-    "KOGNITIV_CLIENT_SECRET": ("kognitiv", "client_secret"),
     "METRICS_PORT": ("worker", "metrics_port"),
     "LOG_LEVEL": ("worker", "log_level"),
     "RELAY_DRAIN_SECONDS": ("worker", "drain_seconds"),
@@ -79,25 +61,38 @@ SECRET_VARIABLES: Final = frozenset(
     {
         "KAFKA_SASL_PASSWORD",
         "KAFKA_SSL_KEY_PASSWORD",
-        "BRAZE_API_KEY",
-        "MOENGAGE_API_KEY",
-        "SESSIONM_API_KEY",
-        "SESSIONM_API_SECRET",
-        "KOGNITIV_CLIENT_SECRET",
     }
 )
-# per-destination delivery tuning: <DEST>_<SUFFIX>, e.g. BRAZE_RATE_LIMIT=500
-DELIVERY_SUFFIXES: Final[Mapping[str, str]] = {
-    "CONCURRENCY": "concurrency",
-    "RATE_LIMIT": "rate_limit",
-    "MAX_ATTEMPTS": "max_attempts",
-    "MAX_RETRY_SECONDS": "max_retry_seconds",
-    "REQUEST_TIMEOUT_SECONDS": "request_timeout_seconds",
-    "BACKOFF_BASE_SECONDS": "backoff_base_seconds",
-    "BACKOFF_CAP_SECONDS": "backoff_cap_seconds",
-    "BREAKER_THRESHOLD": "breaker_threshold",
-    "BREAKER_COOLDOWN_SECONDS": "breaker_cooldown_seconds",
+
+# Everything below about destinations is derived from worker/destinations/registry.py.
+DESTINATION_NAMES: Final = tuple(REGISTRY)
+DESTINATION_SETTINGS: Final[Mapping[str, type[BaseModel]]] = {
+    name: destination.settings_type for name, destination in REGISTRY.items()
 }
+DESTINATION_ENVIRONMENT: Final[Mapping[str, tuple[str, str]]] = {
+    variable: (name, key)
+    for name, destination in REGISTRY.items()
+    for variable, key in destination.environment.items()
+}
+
+
+def _is_secret(model: type[BaseModel], key: str) -> bool:
+    annotation = model.model_fields[key].annotation
+    return annotation is SecretStr or SecretStr in getattr(annotation, "__args__", ())
+
+
+DESTINATION_SECRETS: Final = frozenset(
+    variable
+    for variable, (name, key) in DESTINATION_ENVIRONMENT.items()
+    if _is_secret(DESTINATION_SETTINGS[name], key)
+)
+VARIABLES: Final[Mapping[str, tuple[str, str]]] = {**ENVIRONMENT, **DESTINATION_ENVIRONMENT}
+
+
+def delivery_variables(name: str) -> dict[str, str]:
+    """``<NAME>_<FIELD>`` → field, for every field of the destination's delivery settings."""
+    fields = REGISTRY[name].delivery_type.model_fields
+    return {f"{name.upper()}_{key.upper()}": key for key in fields}
 
 
 class KafkaSettings(BaseModel):
@@ -123,36 +118,6 @@ class KafkaSettings(BaseModel):
     max_partition_fetch_bytes: int = Field(default=1_048_576, ge=1024)
     # give up (exit 1) when the broker stays unreachable this long
     unreachable_exit_seconds: float = Field(default=300.0, gt=0)
-
-
-class DeliverySettings(BaseModel):
-    """How one destination is driven; defaults come from destination-apis.md."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    concurrency: int = Field(default=8, ge=1)
-    # units per second for this replica before adaptation (0 = no limit); see rate_unit
-    rate_limit: float = Field(default=0.0, ge=0)
-    rate_unit: Literal["requests", "items"] = "requests"
-    max_attempts: int = Field(default=50, ge=1)
-    # long enough to ride out a 15-minute outage before anything is dead-lettered
-    max_retry_seconds: float = Field(default=1800.0, gt=0)
-    request_timeout_seconds: float = Field(default=30.0, gt=0)
-    backoff_base_seconds: float = Field(default=0.5, gt=0)
-    backoff_cap_seconds: float = Field(default=60.0, gt=0)
-    breaker_threshold: int = Field(default=5, ge=1)
-    breaker_cooldown_seconds: float = Field(default=5.0, gt=0)
-
-
-DEFAULT_DELIVERY: Final[Mapping[str, Mapping[str, Any]]] = {
-    # /users/track: 3,000 requests per 3 s per workspace (destination-apis.md §1.4)
-    "braze": {"concurrency": 16, "rate_limit": 1000.0},
-    # /transition: 60,000 users and 60,000 events per minute per workspace (§2.4)
-    "moengage": {"concurrency": 8, "rate_limit": 1000.0, "rate_unit": "items"},
-    # SessionM and Kognitiv publish no limits (§3.4, §4): bounded concurrency only
-    "sessionm": {"concurrency": 16},
-    "kognitiv": {"concurrency": 16},
-}
 
 
 class WorkerSettings(BaseModel):
@@ -203,8 +168,7 @@ def load_settings(
         raw.setdefault(section, {})[key] = value
         sources[(section, key)] = variable
     for name in DESTINATION_NAMES:
-        for suffix, key in DELIVERY_SUFFIXES.items():
-            variable = f"{name.upper()}_{suffix}"
+        for variable, key in delivery_variables(name).items():
             if variable in env:
                 delivery_raw.setdefault(name, {})[key] = env[variable]
                 sources[(f"delivery.{name}", key)] = variable
@@ -220,10 +184,13 @@ def load_settings(
         unknown = sorted(raw)[0]
         raise ConfigError(f"unknown section [{unknown}] in {config_file}")
 
+    unknown_delivery = sorted(set(delivery_raw) - set(DESTINATION_NAMES))
+    if unknown_delivery:
+        raise ConfigError(f"unknown section [delivery.{unknown_delivery[0]}] in {config_file}")
     delivery = {
         name: _validate(
-            DeliverySettings,
-            {**DEFAULT_DELIVERY[name], **(delivery_raw.get(name) or {})},
+            REGISTRY[name].delivery_type,
+            delivery_raw.get(name) or {},
             f"delivery.{name}",
             sources,
         )
@@ -231,10 +198,8 @@ def load_settings(
     }
     routing = _routing(explicit_routing, destinations, config_file)
     if not destinations and require_destination:
-        raise ConfigError(
-            "no destination is configured: set BRAZE_REST_ENDPOINT and BRAZE_API_KEY, "
-            "or the MoEngage, SessionM or Kognitiv variables (see README)"
-        )
+        choices = ", or ".join(" + ".join(required_variables(n)) for n in DESTINATION_NAMES)
+        raise ConfigError(f"no destination is configured: set {choices} (see README)")
     return Settings(
         kafka=kafka,
         worker=worker,
@@ -257,10 +222,10 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 def _environment_values(env: Mapping[str, str]) -> list[tuple[tuple[str, str], Any, str]]:
     values: list[tuple[tuple[str, str], Any, str]] = []
-    for variable, target in ENVIRONMENT.items():
+    for variable, target in VARIABLES.items():
         value: Any = env.get(variable)
         file_variable = f"{variable}_FILE"
-        if variable in SECRET_VARIABLES and env.get(file_variable):
+        if variable in SECRET_VARIABLES | DESTINATION_SECRETS and env.get(file_variable):
             try:
                 value = Path(env[file_variable]).read_text(encoding="utf-8").strip()
             except OSError as exc:
@@ -296,7 +261,7 @@ def _validate(model: type[M], data: Any, section: str, sources: Mapping[tuple[st
 
 
 def _missing_variable(section: str, key: str) -> str | None:
-    for variable, target in ENVIRONMENT.items():
+    for variable, target in VARIABLES.items():
         if target == (section, key):
             return variable
     return None
@@ -305,8 +270,6 @@ def _missing_variable(section: str, key: str) -> str | None:
 def _routing(
     explicit: Any, destinations: Mapping[str, BaseModel], config_file: str | Path | None
 ) -> dict[str, tuple[str, ...]]:
-    from worker.destinations.registry import REGISTRY
-
     if explicit is None:
         return {
             event_type: tuple(
@@ -328,7 +291,7 @@ def _routing(
             if name not in DESTINATION_NAMES:
                 raise ConfigError(f"routing.{event_type}: unknown destination {name!r}")
             if name not in destinations:
-                required = _first_missing_variable(name)
+                required = (required_variables(name) or [name])[0]
                 raise ConfigError(f"routing.{event_type} sends to {name} but {required} is not set")
             if event_type not in REGISTRY[name].event_types:
                 raise ConfigError(f"routing.{event_type}: {name} cannot take {event_type}")
@@ -336,12 +299,13 @@ def _routing(
     return routing
 
 
-def _first_missing_variable(name: str) -> str:
-    model = DESTINATION_SETTINGS[name]
-    for key, info in model.model_fields.items():
-        if info.is_required():
-            return _missing_variable(name, key) or f"{name}.{key}"
-    return name
+def required_variables(name: str) -> list[str]:
+    """The variables a destination needs before it is enabled, in settings order."""
+    return [
+        _missing_variable(name, key) or f"{name}.{key}"
+        for key, info in DESTINATION_SETTINGS[name].model_fields.items()
+        if info.is_required()
+    ]
 
 
 def _secret_values(kafka: KafkaSettings, destinations: Mapping[str, BaseModel]) -> tuple[str, ...]:

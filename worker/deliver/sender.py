@@ -4,7 +4,8 @@ aiohttp and timeout errors become :class:`~worker.errors.Retryable` here and now
 request is retried with full-jitter exponential backoff (or the server's ``Retry-After``)
 until it is accepted, refused for good, or out of budget (``max_attempts`` failed attempts,
 429s not counted, and ``max_retry_seconds``). Each attempt takes, in this order, a concurrency
-slot, the circuit breaker's admission and a rate-limiter token (``worker.deliver.flow``).
+slot of the request's family, the circuit breaker's admission and the family's rate-limiter
+tokens (``worker.deliver.flow``).
 Waiting on an open breaker spends time but no attempts; waiting on refused OAuth credentials
 spends neither, so an outage or a credential problem makes lag, not dead letters.
 """
@@ -15,29 +16,27 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import structlog
 
-from worker.config import DeliverySettings
 from worker.deliver.backoff import backoff_delay
-from worker.deliver.flow import AdaptiveRateLimiter, CircuitBreaker
-from worker.destinations.base import Accepted, Destination, Request, Response
+from worker.deliver.flow import AdaptiveRateLimiter, CircuitBreaker, FamilyFlow
+from worker.destinations.base import (
+    Accepted,
+    DeliverySettings,
+    Destination,
+    DynamicAuth,
+    Request,
+    Response,
+)
 from worker.errors import AuthFailed, DeliveryError, Rejected, Retryable, Throttled
 from worker.observability import metrics
 
 log = structlog.get_logger("worker.deliver")
 
 _AUTH_RETRY_SECONDS = 5.0
-
-
-class DynamicAuth(Protocol):
-    """Credentials fetched at send time (Kognitiv's OAuth token)."""
-
-    async def headers(self) -> Mapping[str, str]: ...
-
-    async def invalidate(self, headers_used: Mapping[str, str]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,14 +78,21 @@ class Sender:
         self._auth = auth
         self._token_rejected = token_rejected
         self._clock = clock
-        self.limiter = AdaptiveRateLimiter(delivery.rate_limit)
+        self.flows = {family.name: FamilyFlow(family) for family in destination.families(delivery)}
         self.breaker = CircuitBreaker(
             threshold=delivery.breaker_threshold,
             cooldown=delivery.breaker_cooldown_seconds,
             on_change=self._breaker_changed,
         )
-        self._slots = asyncio.Semaphore(delivery.concurrency)
         self._auth_failing = False
+
+    @property
+    def limiter(self) -> AdaptiveRateLimiter:
+        """The first request family's first limiter (the rate the metrics show)."""
+        return next(iter(self.flows.values())).limiter
+
+    def flow(self, request: Request) -> FamilyFlow:
+        return self.flows[self.destination.family_of(request)]
 
     @property
     def healthy(self) -> bool:
@@ -108,11 +114,10 @@ class Sender:
         paused = 0.0  # seconds spent waiting on refused credentials: not part of the budget
         attempts = 0  # HTTP attempts made (dlq.attempts)
         failures = 0  # attempts that count against max_attempts
-        cost = float(len(request.items)) if self.delivery.rate_unit == "items" else 1.0
         while True:
             attempts += 1
             try:
-                accepted, status = await self._admitted_attempt(request, cost)
+                accepted, status = await self._admitted_attempt(request)
             except AuthFailed as exc:
                 attempts -= 1
                 self._report_auth(exc)
@@ -154,16 +159,17 @@ class Sender:
                 },
             )
 
-    async def _admitted_attempt(self, request: Request, cost: float) -> tuple[Accepted, int]:
-        """One attempt: a concurrency slot, then the breaker's admission, a rate token, the call.
+    async def _admitted_attempt(self, request: Request) -> tuple[Accepted, int]:
+        """One attempt: a family slot, then the breaker's admission, rate tokens, the call.
 
         The slot is taken first so that a request parked on the breaker or the limiter cannot
         slip out later without both. The breaker learns the outcome here and only here.
         """
-        async with self._slots:
+        flow = self.flow(request)
+        async with flow.slots:
             probe = await self.breaker.admit()
             try:
-                await self.limiter.acquire(cost)
+                await flow.acquire(request)
                 accepted, status = await self._attempt(request)
             except Throttled as exc:
                 if probe:
@@ -191,14 +197,14 @@ class Sender:
         )
 
     def _throttled(self, request: Request, exc: Throttled) -> None:
-        before = self.limiter.rate
-        self.limiter.on_throttled(exc.retry_after)
-        if self.limiter.rate < before:
+        flow = self.flow(request)
+        if flow.on_throttled(exc.retry_after):
             log.warning(
                 "rate_limited",
                 destination=self.name,
                 endpoint=request.endpoint,
-                rate=round(self.limiter.rate, 2),
+                family=flow.name,
+                rate=round(flow.limiter.rate, 2),
                 retry_after_s=None if exc.retry_after is None else round(exc.retry_after, 3),
             )
 
@@ -244,7 +250,7 @@ class Sender:
             metrics.HTTP_REQUESTS.labels(self.name, request.endpoint, status_label).inc()
             metrics.HTTP_LATENCY.labels(self.name, request.endpoint).observe(elapsed)
         if 200 <= response.status < 300:
-            self.limiter.on_success(response.headers)
+            self.flow(request).on_success(response.headers)
         return response
 
     def _all_failed(
@@ -285,6 +291,6 @@ def _status_class(status: int | None) -> str:
 
 
 def _safe(exc: BaseException) -> str:
-    # aiohttp messages can include the full URL, and SessionM's URL carries the API key
+    # aiohttp messages can include the full URL, and some destinations put a key in the path
     text = str(exc)
     return text.split(" url=")[0][:200] if text else ""

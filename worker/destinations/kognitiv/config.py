@@ -1,11 +1,18 @@
-"""Kognitiv Inspire settings.
-
-Environment: KOGNITIV_API_BASE_URL, KOGNITIV_CLIENT_ID, KOGNITIV_CLIENT_SECRET.
-"""
+"""Kognitiv Inspire settings, their environment variables and delivery defaults."""
 
 from __future__ import annotations
 
+from typing import Final
+
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from worker.destinations.base import DeliverySettings
+
+ENVIRONMENT: Final = {
+    "KOGNITIV_API_BASE_URL": "api_base_url",
+    "KOGNITIV_CLIENT_ID": "client_id",
+    "KOGNITIV_CLIENT_SECRET": "client_secret",
+}
 
 
 class KognitivSettings(BaseModel):
@@ -16,3 +23,9 @@ class KognitivSettings(BaseModel):
     client_secret: SecretStr
     # refresh the OAuth token this many seconds before it expires
     token_refresh_margin_seconds: float = Field(default=60.0, ge=0)
+
+
+class KognitivDelivery(DeliverySettings):
+    """Kognitiv publishes no rate limit (destination-apis.md §4): bounded concurrency only."""
+
+    concurrency: int = Field(default=16, ge=1)

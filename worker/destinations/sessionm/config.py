@@ -1,11 +1,18 @@
-"""SessionM Core settings.
-
-Environment: SESSIONM_CORE_ENDPOINT, SESSIONM_API_KEY, SESSIONM_API_SECRET.
-"""
+"""SessionM Core settings, their environment variables and delivery defaults."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from worker.destinations.base import DeliverySettings
+
+ENVIRONMENT: Final = {
+    "SESSIONM_CORE_ENDPOINT": "core_endpoint",
+    "SESSIONM_API_KEY": "api_key",
+    "SESSIONM_API_SECRET": "api_secret",
+}
 
 
 class SessionMSettings(BaseModel):
@@ -15,3 +22,9 @@ class SessionMSettings(BaseModel):
     # The key is part of every URL path, so URLs are never logged (only endpoint labels are).
     api_key: SecretStr
     api_secret: SecretStr
+
+
+class SessionMDelivery(DeliverySettings):
+    """SessionM publishes no rate limit (destination-apis.md §3.4): bounded concurrency only."""
+
+    concurrency: int = Field(default=16, ge=1)
