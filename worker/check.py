@@ -138,6 +138,8 @@ async def probe_destination(
             probe.method, probe.url, data=probe.body, headers=headers, timeout=timeout
         ) as resp:
             response = Response(resp.status, dict(resp.headers), await resp.read())
+    except AuthFailed as exc:
+        return f"CREDENTIALS REFUSED ({exc})"
     except Exception as exc:  # any failure is the verdict; the URL may carry a key: not shown
         return f"UNREACHABLE or refused ({type(exc).__name__}: {_without_url(exc)})"
     return _verdict(destination, response, probe)

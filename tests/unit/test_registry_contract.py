@@ -1,0 +1,212 @@
+"""The contract every registered destination meets, checked over the registry (no mocks).
+
+Each destination's settings round-trip through its declared environment variables and the
+TOML file, its ``check --connect`` probe tells good credentials from bad ones at its simulator,
+and every event type it supports becomes requests that its simulator accepts, sent by the real
+sender (send-time credentials included) through each of its request families.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from pydantic import SecretStr
+
+from worker.app import build_sender
+from worker.check import ACCEPTED, probe_destination
+from worker.config import (
+    DESTINATION_ENVIRONMENT,
+    DESTINATION_SECRETS,
+    ENVIRONMENT,
+    delivery_variables,
+    load_settings,
+)
+from worker.decode import decode
+from worker.destinations.base import Destination, Item, Request
+from worker.destinations.registry import REGISTRY
+from worker.events import Consumed, LoyaltyEvent
+from worker.simulators.registry import SIMULATORS
+from worker.simulators.runner import SimulatorSet
+
+REPO = Path(__file__).resolve().parents[2]
+NAMES = sorted(REGISTRY)
+
+
+@pytest.fixture
+async def sims() -> AsyncIterator[tuple[SimulatorSet, aiohttp.ClientSession]]:
+    async with SimulatorSet.start() as simulators, aiohttp.ClientSession() as session:
+        yield simulators, session
+
+
+def _example(event_type: str) -> dict[str, Any]:
+    document: dict[str, Any] = orjson.loads(
+        (REPO / "schemas" / "examples" / f"{event_type}.json").read_bytes()
+    )
+    return document
+
+
+def _variants(event_type: str) -> Iterator[dict[str, Any]]:
+    """The schema example of ``event_type`` plus the shapes that change where it is sent."""
+    example = _example(event_type)
+    yield example
+    data = example["data"]
+    if event_type == "offer_issued":
+        plain = {k: v for k, v in data.items() if not k.startswith("braze_")}
+        yield {**example, "event_id": "evt-offer-event", "data": plain}
+        yield {
+            **example,
+            "event_id": "evt-offer-canvas",
+            "data": {**plain, "braze_canvas_id": "cv"},
+        }
+        yield {
+            **example,
+            "event_id": "evt-offer-broadcast",
+            "data": {**data, "broadcast": True},
+        }
+    if event_type == "audience_membership_changed":
+        yield {**example, "event_id": "evt-audience-remove", "data": {**data, "action": "remove"}}
+
+
+def _events(destination: Destination[Any]) -> list[LoyaltyEvent]:
+    """Every variant of every event type the destination supports, decoded as the worker would."""
+    events = []
+    for event_type in destination.event_types:
+        for offset, document in enumerate(_variants(event_type)):
+            record = Consumed("t", 0, offset, b"member-000042", orjson.dumps(document))
+            events.append(decode(record))
+    return events
+
+
+def _requests(destination: Destination[Any], settings: Any) -> list[Request]:
+    groups: dict[str, list[Item]] = {}
+    for event in _events(destination):
+        for item in destination.transform(event, settings):
+            groups.setdefault(item.group, []).append(item)
+    requests = []
+    for group, items in groups.items():
+        rule = destination.batch_rule(group, settings)
+        for start in range(0, len(items), rule.max_items):
+            requests.append(
+                destination.build(group, items[start : start + rule.max_items], settings)
+            )
+    return requests
+
+
+def _distinct_values(destination: Destination[Any]) -> dict[str, str]:
+    """A different valid value for each of the destination's variables (URLs look like URLs)."""
+    return {
+        variable: f"https://{variable.lower()}.test"
+        if variable.endswith(("ENDPOINT", "URL"))
+        else f"value-of-{variable.lower()}"
+        for variable in destination.environment
+    }
+
+
+def _secret_text(value: object) -> object:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_settings_round_trip_through_environment_and_file(name: str, tmp_path: Path) -> None:
+    """Every declared variable lands on its settings key, the file gives the same settings,
+    secrets are collected for redaction and never shown in the settings repr."""
+    destination = REGISTRY[name]
+    env = _distinct_values(destination)
+    settings = load_settings(environ=env)
+    model = settings.destinations[name]
+    assert settings.enabled == (name,)
+    for variable, key in destination.environment.items():
+        assert _secret_text(getattr(model, key)) == env[variable], variable
+        if variable in DESTINATION_SECRETS:
+            assert env[variable] in settings.secrets
+            assert env[variable] not in repr(settings)
+    table = "\n".join(f'{key} = "{env[var]}"' for var, key in destination.environment.items())
+    config = tmp_path / "relay.toml"
+    config.write_text(f"[{name}]\n{table}\n")
+    assert load_settings(config, environ={}).destinations[name] == model
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_delivery_settings_and_families_come_from_the_package(name: str) -> None:
+    """Every delivery field is a <NAME>_<FIELD> variable; the families build from the defaults
+    and from overrides, and every variable name is used once across the whole worker."""
+    destination = REGISTRY[name]
+    env = _distinct_values(destination)
+    variables = delivery_variables(name)
+    assert set(variables.values()) == set(destination.delivery_type.model_fields)
+    settings = load_settings(environ={**env, f"{name.upper()}_CONCURRENCY": "3"})
+    delivery = settings.delivery[name]
+    assert isinstance(delivery, destination.delivery_type)
+    assert delivery.concurrency == 3
+    families = destination.families(delivery)
+    assert families, name
+    assert len({family.name for family in families}) == len(families)
+    assert families[0].concurrency == 3
+    assert all(family.concurrency >= 1 for family in families)
+    every = [*ENVIRONMENT, *DESTINATION_ENVIRONMENT]
+    every += [v for n in NAMES for v in delivery_variables(n)]
+    assert len(every) == len(set(every)), sorted(v for v in every if every.count(v) > 1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+async def test_probe_accepts_good_credentials_and_refuses_bad_ones(name: str, sims: Any) -> None:
+    """`check --connect`'s probe says "credentials accepted" only for the right credentials."""
+    simulators, session = sims
+    destination = REGISTRY[name]
+    assert destination.probe is not None or destination.send_time_auth is not None
+    env = {k: v for k, v in simulators.env().items() if k in destination.environment}
+    good = load_settings(environ=env).destinations[name]
+    assert await probe_destination(destination, good, session) == ACCEPTED
+    wrong = {k: ("wrong-" + v if k in DESTINATION_SECRETS else v) for k, v in env.items()}
+    bad = load_settings(environ=wrong).destinations[name]
+    verdict = await probe_destination(destination, bad, session)
+    assert verdict != ACCEPTED
+    for variable in DESTINATION_SECRETS & set(wrong):
+        assert wrong[variable] not in verdict
+
+
+@pytest.mark.parametrize("name", NAMES)
+async def test_every_supported_event_type_is_accepted_by_its_simulator(
+    name: str, sims: Any
+) -> None:
+    """The schema example of every supported event type (and the variants that change the
+    endpoint) is transformed, batched, sent by the real sender and accepted in full; the
+    requests cover every request family the destination declares."""
+    simulators, session = sims
+    assert name in SIMULATORS, f"{name} has no simulator in worker/simulators/registry.py"
+    destination = REGISTRY[name]
+    settings = load_settings(environ=simulators.env())
+    requests = _requests(destination, settings.destinations[name])
+    assert requests, f"{name} sent nothing for {destination.event_types}"
+    sender = build_sender(name, settings, session)
+    families = {destination.family_of(request) for request in requests}
+    assert families == set(sender.flows), families
+    before = len(simulators[name].state.received)
+    for request in requests:
+        result = await sender.deliver(request)
+        assert result.failed == {}, (request.endpoint, result.failed)
+    assert len(simulators[name].state.received) > before
+
+
+def test_no_module_outside_destinations_names_a_destination() -> None:
+    """The wiring modules derive everything from the registry: none names a destination."""
+    pattern = re.compile("|".join(NAMES), re.IGNORECASE)
+    modules = [
+        "worker/config.py",
+        "worker/check.py",
+        "worker/app.py",
+        "worker/pipeline.py",
+        "worker/simulators/runner.py",
+        *(str(p.relative_to(REPO)) for p in (REPO / "worker" / "deliver").glob("*.py")),
+    ]
+    named = {
+        module: sorted({m.group(0).lower() for m in pattern.finditer((REPO / module).read_text())})
+        for module in modules
+    }
+    assert {module: names for module, names in named.items() if names} == {}
