@@ -8,6 +8,7 @@ sender (send-time credentials included) through each of its request families.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -210,3 +211,208 @@ def test_no_module_outside_destinations_names_a_destination() -> None:
         for module in modules
     }
     assert {module: names for module, names in named.items() if names} == {}
+
+
+# A fifth destination, written as the README's "Adding a destination" says: one package and
+# its line in registry.py. The test copies worker/ (and schemas/) untouched apart from that, and
+# checks that settings, `check`, the probe and the sender pick it up with no other edit.
+ACME_PACKAGE = {
+    "config.py": """
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from worker.destinations.base import DeliverySettings
+
+ENVIRONMENT = {"ACME_ENDPOINT": "endpoint", "ACME_TOKEN": "token"}
+
+
+class AcmeSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    endpoint: str
+    token: SecretStr
+
+
+class AcmeDelivery(DeliverySettings):
+    concurrency: int = Field(default=4, ge=1)
+""",
+    "transform.py": """
+import orjson
+
+from worker.destinations.base import BatchRule, Request, encode_item
+
+
+def transform(event, settings):
+    payload = {"member": event.member_id, "points": event.data.get("points", 0)}
+    return [encode_item("points", "points", payload, event, orjson.dumps)]
+
+
+def batch_rule(group, settings):
+    return BatchRule(max_items=10, max_bytes=10_000)
+
+
+def build(group, items, settings):
+    body = b"[" + b",".join(item.encoded for item in items) + b"]"
+    return Request("POST", settings.endpoint + "/points", body, tuple(items), "points")
+
+
+def auth_headers(settings):
+    return {"Authorization": "Bearer " + settings.token.get_secret_value()}
+""",
+    "response.py": """
+import time
+
+from worker.deliver.backoff import raise_for_status
+from worker.destinations.base import Accepted
+
+
+def check(response, request):
+    raise_for_status("acme", response.status, response.headers, response.body, time.time())
+    return Accepted()
+""",
+    "__init__.py": """
+from worker.destinations.base import Destination, Request
+
+from . import response, transform
+from .config import ENVIRONMENT, AcmeDelivery, AcmeSettings
+
+
+def probe(settings):
+    return Request("POST", settings.endpoint + "/points", b"[]", (), "points")
+
+
+DESTINATION = Destination(
+    name="acme",
+    settings_type=AcmeSettings,
+    transform=transform.transform,
+    batch_rule=transform.batch_rule,
+    build=transform.build,
+    check=response.check,
+    event_types=("rewards_issued",),
+    auth_headers=transform.auth_headers,
+    environment=ENVIRONMENT,
+    delivery_type=AcmeDelivery,
+    probe=probe,
+)
+""",
+}
+
+ACME_SCRIPT = """
+import asyncio, contextlib, io, os, sys
+from pathlib import Path
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+import worker
+assert worker.__file__.startswith(sys.argv[1]), worker.__file__
+
+from worker.app import build_sender
+from worker.check import ACCEPTED, probe_destination, run_check
+from worker.config import load_settings
+from worker.decode import decode
+from worker.destinations.registry import REGISTRY
+from worker.events import Consumed
+
+received = []
+
+
+async def points(request):
+    if request.headers.get("Authorization") != "Bearer acme-token":
+        return web.json_response({"error": "unauthorized"}, status=401)
+    body = await request.json()
+    if not body:
+        return web.json_response({"error": "empty"}, status=400)
+    received.extend(body)
+    return web.json_response({"ok": True})
+
+
+async def main():
+    app = web.Application()
+    app.router.add_post("/points", points)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = "http://127.0.0.1:%d" % site._server.sockets[0].getsockname()[1]
+    secret = Path(sys.argv[1]) / "acme-token"
+    secret.write_text("acme-token")
+    env = {"ACME_ENDPOINT": url, "ACME_TOKEN_FILE": str(secret), "ACME_RATE_LIMIT": "50"}
+    settings = load_settings(environ=env)
+    assert settings.enabled == ("acme",), settings.enabled
+    assert settings.routing["rewards_issued"] == ("acme",)
+    assert settings.delivery["acme"].rate_limit == 50 and settings.delivery["acme"].concurrency == 4
+    assert "acme-token" in settings.secrets
+
+    os.environ.update(env)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert run_check(None) == 0
+    rows = [line for line in printed.getvalue().splitlines() if "acme" in line]
+    assert any("enabled" in row for row in rows), printed.getvalue()
+    assert "acme-token" not in printed.getvalue()
+
+    destination = REGISTRY["acme"]
+    async with aiohttp.ClientSession() as session:
+        verdict = await probe_destination(destination, settings.destinations["acme"], session)
+        assert verdict == ACCEPTED, verdict
+        wrong = load_settings(environ={**env, "ACME_TOKEN_FILE": "", "ACME_TOKEN": "nope"})
+        refused = await probe_destination(destination, wrong.destinations["acme"], session)
+        assert refused.startswith("CREDENTIALS REFUSED"), refused
+        event = {"event_id": "e-1", "event_type": "rewards_issued", "schema_version": 1,
+                 "occurred_at": "2026-11-20T10:00:00Z", "member_id": "m-1",
+                 "data": {"reward_type": "coffee", "points": 7,
+                          "issued_date": "2026-11-20T10:00:00Z"}}
+        loyalty = decode(Consumed("t", 0, 0, b"m-1", orjson.dumps(event)))
+        items = destination.transform(loyalty, settings.destinations["acme"])
+        request = destination.build("points", items, settings.destinations["acme"])
+        result = await build_sender("acme", settings, session).deliver(request)
+        assert result.failed == {}, result.failed
+    assert received == [{"member": "m-1", "points": 7}], received
+    await runner.cleanup()
+    print("ACME OK")
+
+
+asyncio.run(main())
+"""
+
+
+def test_a_fifth_destination_is_one_package_and_one_registry_line(tmp_path: Path) -> None:
+    """A copy of worker/ plus one package and its registry line: settings, check, the probe
+    and the sender take the new destination with no other edit."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copytree(
+        REPO / "worker", tmp_path / "worker", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copytree(REPO / "schemas", tmp_path / "schemas")
+    package = tmp_path / "worker" / "destinations" / "acme"
+    package.mkdir()
+    for filename, text in ACME_PACKAGE.items():
+        (package / filename).write_text(text.lstrip())
+    registry = tmp_path / "worker" / "destinations" / "registry.py"
+    source = registry.read_text()
+    entry = '    "kognitiv": kognitiv.DESTINATION,\n'
+    assert entry in source
+    source = source.replace(entry, entry + '    "acme": acme.DESTINATION,\n')
+    source = source.replace(
+        "from worker.destinations import ", "from worker.destinations import acme, "
+    )
+    registry.write_text(source)
+    script = tmp_path / "acme_check.py"
+    script.write_text(ACME_SCRIPT)
+    others = tuple(f"{name.upper()}_" for name in NAMES)  # only acme is configured
+    env = {k: v for k, v in os.environ.items() if not k.startswith(others)}
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "ACME OK" in done.stdout
