@@ -18,12 +18,10 @@ from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from worker.destinations.base import DeliverySettings
+from worker.destinations.base import DeliverySettings as DeliverySettings
 from worker.destinations.registry import REGISTRY
 from worker.errors import ConfigError
 from worker.events import EVENT_TYPES
-
-__all__ = ["DeliverySettings", "Settings", "load_settings"]
 
 DEFAULT_TOPICS: Final = (
     "loyalty.rewards_issued",

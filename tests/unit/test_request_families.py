@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from worker.app import build_sender
@@ -129,3 +130,40 @@ async def test_a_spent_users_meter_does_not_delay_event_only_requests() -> None:
     assert time.monotonic() - started < 0.05
     await flow.acquire(users)
     assert time.monotonic() - started >= 0.8
+
+
+async def test_braze_simulator_answers_each_family_with_its_own_window(sims: Any) -> None:
+    """/users/track, trigger sends and broadcasts each carry their own X-RateLimit-* window,
+    and a 429 for a spent trigger-send window does not touch /users/track's window."""
+    simulators, session = sims
+    base = simulators.braze.url
+    headers = {"Authorization": "Bearer sim-braze-key", "Content-Type": "application/json"}
+    recipient = {"external_user_id": "m-1"}
+    calls = {
+        "track": ("/users/track", {"attributes": [{"external_id": "m-1", "tier": "gold"}]}),
+        "messaging": ("/campaigns/trigger/send", {"campaign_id": "c", "recipients": [recipient]}),
+        "broadcast": ("/canvas/trigger/send", {"canvas_id": "v", "broadcast": True}),
+    }
+    limits = {}
+    for family, (path, body) in calls.items():
+        async with session.post(base + path, data=orjson.dumps(body), headers=headers) as resp:
+            assert resp.status == 201, (family, await resp.text())
+            limits[family] = (
+                resp.headers["X-RateLimit-Limit"],
+                resp.headers["X-RateLimit-Remaining"],
+            )
+    assert limits == {
+        "track": ("3000", "2999"),
+        "messaging": ("250000", "249999"),
+        "broadcast": ("250", "249"),
+    }
+    window = simulators.braze.state.windows["messaging"]
+    window.limit = window.used
+    path, body = calls["messaging"]
+    async with session.post(base + path, data=orjson.dumps(body), headers=headers) as resp:
+        assert resp.status == 429
+        assert resp.headers["X-RateLimit-Remaining"] == "0"
+    path, body = calls["track"]
+    async with session.post(base + path, data=orjson.dumps(body), headers=headers) as resp:
+        assert (resp.status, resp.headers["X-RateLimit-Limit"]) == (201, "3000")
+        assert int(resp.headers["X-RateLimit-Remaining"]) >= 2998  # its own 3-second window
