@@ -26,6 +26,7 @@ from worker.destinations.registry import REGISTRY
 from worker.errors import AuthFailed, ConfigError, DeliveryError
 
 _PROBE_TIMEOUT_SECONDS = 15.0
+ACCEPTED = "credentials accepted"  # the verdict `check --connect` expects for each destination
 
 
 def run_check(config_file: str | None, *, connect: bool = False) -> int:
@@ -116,9 +117,6 @@ async def _probe(console: Console, settings: Settings) -> int:
                 problems += 1
             console.print(f"{name}: {verdict}")
     return problems
-
-
-ACCEPTED = "credentials accepted"
 
 
 async def probe_destination(
