@@ -8,6 +8,7 @@ sender (send-time credentials included) through each of its request families.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -29,8 +30,9 @@ from worker.config import (
     load_settings,
 )
 from worker.decode import decode
-from worker.destinations.base import Destination, Item, Request
+from worker.destinations.base import Destination, Item, Request, Response
 from worker.destinations.registry import REGISTRY
+from worker.errors import Retryable, Throttled
 from worker.events import Consumed, LoyaltyEvent
 from worker.simulators.registry import SIMULATORS
 from worker.simulators.runner import SimulatorSet
@@ -189,10 +191,45 @@ async def test_every_supported_event_type_is_accepted_by_its_simulator(
     families = {destination.family_of(request) for request in requests}
     assert families == set(sender.flows), families
     before = len(simulators[name].state.received)
+    secrets = [v for k, v in simulators.env().items() if k in DESTINATION_SECRETS]
     for request in requests:
+        assert not [secret for secret in secrets if secret in repr(request)]
         result = await sender.deliver(request)
         assert result.failed == {}, (request.endpoint, result.failed)
     assert len(simulators[name].state.received) > before
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_answers_are_classified_by_the_destination(name: str) -> None:
+    """Every destination's classification keeps the generic rules: 429 is Throttled with the
+    server's wait, 5xx is Retryable (and not Throttled)."""
+    destination = REGISTRY[name]
+    request = Request("POST", "https://example.test", b"{}", (), "probe")
+    with pytest.raises(Throttled) as throttled:
+        destination.check(Response(429, {"Retry-After": "7"}, b"{}"), request)
+    assert throttled.value.retry_after == 7
+    with pytest.raises(Retryable) as failed:
+        destination.check(Response(503, {}, b""), request)
+    assert not isinstance(failed.value, Throttled)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pure_modules_import_no_io_library(name: str) -> None:
+    """transform.py and response.py stay pure: no aiohttp, aiokafka or asyncio import."""
+    package = REPO / "worker" / "destinations" / name
+    for module in ("transform.py", "response.py"):
+        tree = ast.parse((package / module).read_text())
+        imported = {
+            alias.name.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        } | {
+            (node.module or "").split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+        }
+        assert not imported & {"aiohttp", "aiokafka", "asyncio"}, (module, imported)
 
 
 def test_no_module_outside_destinations_names_a_destination() -> None:
