@@ -19,7 +19,7 @@ import pytest
 from worker.app import build_sender
 from worker.config import load_settings
 from worker.deliver.flow import FamilyFlow
-from worker.destinations.base import Family, Item, Meter, Request
+from worker.destinations.base import DeliverySettings, Family, Item, Meter, Request
 from worker.destinations.moengage.config import customers, events
 from worker.destinations.registry import REGISTRY
 from worker.events import LoyaltyEvent
@@ -167,3 +167,15 @@ async def test_braze_simulator_answers_each_family_with_its_own_window(sims: Any
     async with session.post(base + path, data=orjson.dumps(body), headers=headers) as resp:
         assert (resp.status, resp.headers["X-RateLimit-Limit"]) == (201, "3000")
         assert int(resp.headers["X-RateLimit-Remaining"]) >= 2998  # its own 3-second window
+
+
+def test_plain_delivery_settings_get_the_destination_defaults_they_do_not_set() -> None:
+    """A sender built with plain DeliverySettings still gets every Braze family; what the
+    settings say wins, the rest are Braze's defaults."""
+    families = REGISTRY["braze"].request_families(DeliverySettings(concurrency=3))
+    assert [(f.name, f.concurrency) for f in families] == [
+        ("track", 3),
+        ("messaging", 8),
+        ("broadcast", 2),
+    ]
+    assert families[0].meters[0].per_second == 1000.0

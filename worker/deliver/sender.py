@@ -81,7 +81,8 @@ class Sender:
         self._auth = auth
         self._token_rejected = token_rejected
         self._clock = clock
-        self.flows = {family.name: FamilyFlow(family) for family in destination.families(delivery)}
+        families = destination.request_families(delivery)
+        self.flows = {family.name: FamilyFlow(family) for family in families}
         self.breaker = CircuitBreaker(
             threshold=delivery.breaker_threshold,
             cooldown=delivery.breaker_cooldown_seconds,

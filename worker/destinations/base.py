@@ -206,6 +206,14 @@ class Destination(Generic[S]):
     probe: Callable[[S], Request] | None = None
     send_time_auth: SendTimeAuth[S] | None = None
 
+    def request_families(self, delivery: DeliverySettings) -> tuple[Family, ...]:
+        """The families for ``delivery``; settings of another type (plain DeliverySettings)
+        get this destination's defaults for everything they do not set."""
+        if not isinstance(delivery, self.delivery_type):
+            own = delivery.model_dump(exclude_unset=True)
+            delivery = self.delivery_type.model_validate(own)
+        return self.families(delivery)
+
 
 def encode_item(
     group: str,
