@@ -28,6 +28,8 @@ HEADER_PREFIX: Final = "dlq."
 # set by `replay` on a record it sends back to the live topic: only this destination takes it
 REPLAY_DESTINATION_HEADER: Final = "relay.replay_destination"
 REPLAY_ID_HEADER: Final = "relay.replay_id"
+# the coordinates (topic/partition/offset) of the dead letter a replayed record is a copy of
+REDRIVE_OF_HEADER: Final = "relay.redrive_of"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +51,7 @@ def dlq_topic(record: Consumed) -> str:
     return topic if topic.endswith(DLQ_SUFFIX) else topic + DLQ_SUFFIX
 
 
-def header(headers: Iterable[tuple[str, bytes]], name: str) -> bytes | None:
+def header(headers: Iterable[tuple[str, bytes | None]], name: str) -> bytes | None:
     for key, value in headers:
         if key == name:
             return value
