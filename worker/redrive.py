@@ -288,15 +288,18 @@ async def _redrive(
                 [r.coordinates for r in chunk], live_after=live_after, again=again
             )
             claimed_at = time.monotonic()
-            won = []
+            won, lost = [], []
             for record in chunk:
                 verdict = verdicts[record.coordinates]
+                if verdict is Verdict.WON:
+                    won.append(record)
+                    continue
+                lost.append(record.coordinates)
                 if verdict is Verdict.DONE:
                     summary.already_replayed += 1
-                elif verdict is Verdict.BUSY:
-                    summary.claimed_by_another_run += 1
                 else:
-                    won.append(record)
+                    summary.claimed_by_another_run += 1
+            await ledger.release(lost)  # a lost claim must not hold off the runs after us
             held = [r.coordinates for r in won]
             sent: list[tuple[DlqRecord, Any]] = []
             for index, record in enumerate(won):

@@ -7,13 +7,16 @@ Values are JSON: ``{"state": "claim"|"done"|"release", "run": ..., "replay_id": 
 
 A run appends a ``claim`` per dead letter it means to redrive, reads the ledger back past its
 own claims and redrives only those it won (``decide``): no ``done`` before its claim and no
-*live* claim of another run before it. A claim is live for ``lease`` seconds after its ``at``;
-a run stops redriving its claimed records ``lease / 2`` after claiming them, so a claim older
-than the lease belongs to a run that died or gave up, and may be taken over. After the
-redriven copies are acknowledged the run appends ``done``; claims it did not redrive because
-it was stopped (Ctrl-C) it ``release``s, so a rerun need not wait out the lease. Compaction
-keeps the last record per key, which is the ``done`` (or a claim that is stale by the time
-compaction runs): it never changes an answer.
+other run holding a *live* claim at that point of the log. A claim is live for ``lease``
+seconds after its ``at``; a run stops redriving its claimed records ``lease / 2`` after
+claiming them, so a claim older than the lease belongs to a run that died or gave up, and may
+be taken over. After the redriven copies are acknowledged the run appends ``done``. Claims it
+lost, or did not use because it was stopped (Ctrl-C), it ``release``s, so later runs need not
+wait out the lease.
+
+Compaction keeps the last record per key. That is the ``done`` unless ``--again`` redrove the
+dead letter once more and died before its own ``done``; then the source-partition check
+(``worker.replay_scan``) still finds the copies while the source topic retains them.
 """
 
 from __future__ import annotations
@@ -67,23 +70,26 @@ def decide(
     """What ``run``, whose claim sits at ``claim_offset``, may do with one dead letter.
 
     ``entries`` are that dead letter's ledger records in log order; only those before the claim
-    count. A claim by another run is live when written after ``live_after`` and not followed by
-    that run's ``done`` or ``release``. ``again`` ignores ``done`` (the operator forces a
-    redrive) but still respects live claims.
+    count. Walking them, a claim takes the dead letter when nobody holds it or the holder's
+    claim is stale (written before ``live_after``); a claim made while another run held it
+    lost and is ignored; the holder's ``done`` or ``release`` frees it. ``again`` treats a
+    ``done`` as a release (the operator forces a redrive) but still respects live claims.
     """
-    held: dict[str, float] = {}  # other runs' open claims: run → when claimed
+    holder: Entry | None = None
     for entry in entries:
         if entry.offset >= claim_offset:
             break
-        if entry.run == run:
-            continue
         if entry.state == DONE and not again:
             return Verdict.DONE
+        free = holder is None or holder.at <= live_after or holder.run == entry.run
         if entry.state == CLAIM:
-            held[entry.run] = entry.at
-        else:
-            held.pop(entry.run, None)
-    return Verdict.BUSY if any(at > live_after for at in held.values()) else Verdict.WON
+            if free:
+                holder = entry
+        elif holder is not None and holder.run == entry.run:
+            holder = None
+    if holder is None or holder.run == run or holder.at <= live_after:
+        return Verdict.WON
+    return Verdict.BUSY
 
 
 class Ledger:
