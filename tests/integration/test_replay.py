@@ -256,6 +256,11 @@ def _customer_changes(sims: Any, member: str) -> list[dict[str, Any]]:
     return [c["attributes"] for c in sims.moengage.state.customers() if c["customer_id"] == member]
 
 
+def _unordered(changes: list[dict[str, Any]]) -> list[bytes]:
+    """Enrollments and audience changes travel on different topics: no order between them."""
+    return sorted(orjson.dumps(c, option=orjson.OPT_SORT_KEYS) for c in changes)
+
+
 async def test_replay_never_rolls_member_state_back(
     kafka_bootstrap: str, simulators: Any, worker_factory: Any
 ) -> None:
@@ -287,10 +292,12 @@ async def test_replay_never_rolls_member_state_back(
     await wait_for(lambda: len(_customer_changes(simulators, "m-1")) == 2, 30, "live changes")
     await wait_for(lambda: _moengage_ids(simulators) == Counter({"e-6": 1}), 30, "live reward")
     live = _customer_changes(simulators, "m-1")
-    assert live == [
-        {"first_name": "New", "country": "NL"},
-        {"removeValueFromArrayField": {"loyalty_audiences": ["vip"]}},
-    ]
+    assert _unordered(live) == _unordered(
+        [
+            {"first_name": "New", "country": "NL"},
+            {"removeValueFromArrayField": {"loyalty_audiences": ["vip"]}},
+        ]
+    )
 
     code, summary = await _run(["replay", "--json"], env)
     assert code == 0, summary
@@ -304,14 +311,11 @@ async def test_replay_never_rolls_member_state_back(
     assert (forced["redriven"], forced["superseded"], forced["already_replayed"]) == (2, 0, 1)
     assert forced["delivered"] == 2
     await wait_for(lambda: len(_customer_changes(simulators, "m-1")) == 4, 30, "forced changes")
-    assert sorted(map(orjson.dumps, _customer_changes(simulators, "m-1")[2:])) == sorted(
-        map(
-            orjson.dumps,
-            [
-                {"first_name": "Old", "country": "NL"},
-                {"addValueToArrayField": {"loyalty_audiences": ["vip"]}},
-            ],
-        )
+    assert _unordered(_customer_changes(simulators, "m-1")[2:]) == _unordered(
+        [
+            {"first_name": "Old", "country": "NL"},
+            {"addValueToArrayField": {"loyalty_audiences": ["vip"]}},
+        ]
     )
     assert _moengage_ids(simulators) == Counter({"e-3": 1, "e-6": 1})
     assert await worker.stop() == 0
