@@ -302,7 +302,8 @@ def replay(
         click.echo(
             f"  skipped: already replayed {summary.already_replayed}, claimed by another run "
             f"{summary.claimed_by_another_run}, superseded {summary.superseded}, by filter "
-            f"{summary.skipped_by_filter}, at --max-replays {summary.skipped_at_max_replays}"
+            f"{summary.skipped_by_filter}, at --max-replays {summary.skipped_at_max_replays}, "
+            f"truncated stubs {summary.skipped_truncated}"
             + (f", over --limit {summary.left_by_limit}" if summary.left_by_limit else "")
         )
     raise click.exceptions.Exit(130 if summary.interrupted else 0)

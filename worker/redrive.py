@@ -13,7 +13,8 @@ value bytes) with headers the live pool understands:
 
 What is sent, in order of the checks (each skipped dead letter is counted under one reason):
 
-1. the filters, then ``--max-replays`` (``dlq.replay_count``);
+1. the filters, then ``--max-replays`` (``dlq.replay_count``), then stubs (``dlq.truncated``:
+   their value was cut, so they cannot be redriven as they are);
 2. *already replayed*: a re-failed copy of it is in the dead-letter topic, the ledger
    (``worker.replay_ledger``) has ``done`` for it, or a copy of it sits in the source partition
    (``worker.replay_scan``); ``--again`` skips the last two checks, never the first;
@@ -73,6 +74,7 @@ class ReplaySummary:
     superseded: int = 0
     skipped_by_filter: int = 0
     skipped_at_max_replays: int = 0
+    skipped_truncated: int = 0  # stubs: the value was cut, the original is not in the .dlq
     left_by_limit: int = 0
     delivered: int | None = None
     dead_lettered_again: int | None = None
@@ -218,6 +220,8 @@ async def _select(
                 summary.skipped_by_filter += 1
             elif _int(header(record.headers, "dlq.replay_count")) >= max_replays:
                 summary.skipped_at_max_replays += 1
+            elif header(record.headers, "dlq.truncated") == b"true":
+                summary.skipped_truncated += 1
             else:
                 candidates.append(record)
         ends = dict(reader.ends)

@@ -371,7 +371,7 @@ async def test_a_dead_letter_that_fails_again_is_superseded_by_its_copy(
 async def test_null_header_values_are_read_and_replayed(
     kafka_bootstrap: str, simulators: Any
 ) -> None:
-    """A dead letter whose headers include a null value is inspected and replayed unharmed."""
+    """A null header value is inspected and replayed unharmed; a truncated stub is not sent."""
     topics = unique_topics()
     env = _env(simulators, kafka_bootstrap, topics)
     value = orjson.dumps(event("rewards_issued", "m-1", "e-1", REWARD))
@@ -392,6 +392,8 @@ async def test_null_header_values_are_read_and_replayed(
                 ("dlq.replay_count", None),
             ],
         )
+        stub = [("dlq.destination", b"moengage"), ("dlq.truncated", b"true")]
+        await producer.send_and_wait(topics[0] + ".dlq", value=value[:20], key=b"m-1", headers=stub)
     finally:
         await producer.stop()
     code, report = await _run(["dlq", "inspect", "--json", "--show", "1"], env)
@@ -399,7 +401,7 @@ async def test_null_header_values_are_read_and_replayed(
     shown = report["records"][0]
     assert shown["headers"]["trace"] == ""
     code, summary = await _run(["replay", "--json", "--no-wait"], env)
-    assert (code, summary["redriven"]) == (0, 1), summary
+    assert (code, summary["redriven"], summary["skipped_truncated"]) == (0, 1, 1), summary
     copies = await read_all(kafka_bootstrap, topics[0], settle=0.5)
     assert [c.raw_headers[0] for c in copies] == [("trace", None)]
     assert copies[0].headers["relay.redrive_of"] == f"{shown['topic']}/{shown['partition']}/0"
