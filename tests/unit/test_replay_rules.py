@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import orjson
+import pytest
 from aiokafka import TopicPartition
 
-from worker.dlq_read import Coordinates, DlqRecord
+from worker.config import KafkaSettings
+from worker.dlq_read import Coordinates, DlqRecord, PartitionReader, ReadIncomplete
 from worker.redrive import chunk_size, redriven_headers
 from worker.replay_ledger import CLAIM, DONE, RELEASE, Entry, Verdict, decide
 from worker.replay_scan import Origin, first_consumed_at, state_kind, superseded
@@ -149,3 +154,38 @@ def test_chunks_are_sent_well_within_half_the_lease() -> None:
     assert chunk_size(None, 300) == 100
     assert chunk_size(2, 10) == 5
     assert chunk_size(0.01, 10) == 1
+
+
+class _StuckConsumer:
+    """A consumer whose partition reports records up to offset 5 but never returns them."""
+
+    def __init__(self) -> None:
+        self._paused: set[TopicPartition] = set()
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
+        await asyncio.sleep(timeout_ms / 1000)
+        return {}
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return 5
+
+    async def position(self, tp: TopicPartition) -> int:
+        return 2
+
+    def paused(self) -> set[TopicPartition]:
+        return self._paused
+
+    def pause(self, tp: TopicPartition) -> None:
+        self._paused.add(tp)
+
+
+async def test_a_read_that_stops_short_of_the_end_fails_loudly() -> None:
+    """No progress towards the end seen at start for stall_seconds raises, naming the partition."""
+    reader = PartitionReader(KafkaSettings(), stall_seconds=0.5)
+    tp = TopicPartition("t.x.dlq", 1)
+    reader.consumer = _StuckConsumer()
+    reader.partitions = [tp]
+    reader.positions = {tp: 2}
+    with pytest.raises(ReadIncomplete, match=r"t\.x\.dlq\[1\] at 2 of 5"):
+        async for _ in reader.records():
+            pass
