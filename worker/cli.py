@@ -163,11 +163,12 @@ def dlq_inspect(
 
     from worker.dlq_inspect import inspect
     from worker.dlq_read import ReadIncomplete
+    from worker.replay_ledger import LedgerUnavailable
 
     settings = _tool_settings(config_file)
     try:
         result = asyncio.run(inspect(settings, list(topics) or None, _dlq_filter(**filters), show))
-    except ReadIncomplete as exc:
+    except (ReadIncomplete, LedgerUnavailable) as exc:
         click.echo(f"loyalty-relay dlq inspect: {exc}", err=True)
         raise click.exceptions.Exit(1) from None
     if as_json:
@@ -261,6 +262,7 @@ def replay(
     from worker.dlq_read import ReadIncomplete
     from worker.observability.logging import configure_logging
     from worker.redrive import run_replay
+    from worker.replay_ledger import LedgerUnavailable
 
     settings = _tool_settings(config_file)
     configure_logging("warning" if as_json else "info")
@@ -282,7 +284,7 @@ def replay(
                 wait_timeout=wait_timeout,
             )
         )
-    except ReadIncomplete as exc:
+    except (ReadIncomplete, LedgerUnavailable) as exc:
         click.echo(f"loyalty-relay replay: {exc}; nothing more was sent", err=True)
         raise click.exceptions.Exit(1) from None
     if as_json:

@@ -139,7 +139,7 @@ async def run_replay(
     summary = ReplaySummary(rid, dry_run)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: a lost terminal
         loop.add_signal_handler(sig, stop.set)
     ledger = Ledger(kafka, kafka.group_id, run, rid)
     redriven: dict[tuple[str, int], int] = {}  # source partition → last offset produced
@@ -180,8 +180,8 @@ async def run_replay(
     summary.interrupted = summary.interrupted or stop.is_set()
     if not redriven:
         return summary
-    if not wait:
-        summary.pending = summary.redriven
+    if not wait or summary.interrupted:
+        summary.pending = summary.redriven  # after Ctrl-C, do not make the operator wait
         return summary
     await _wait_for_pool(settings, redriven, destinations, wait_timeout, summary)
     if summary.pending == 0:

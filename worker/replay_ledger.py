@@ -58,6 +58,10 @@ class Entry:
     at: float  # wall-clock seconds of the process that wrote it
 
 
+class LedgerUnavailable(Exception):
+    """The ledger topic is missing (and could not be created) or has more than one partition."""
+
+
 class Verdict(StrEnum):
     WON = "won"  # this run redrives it
     DONE = "done"  # an earlier run redrove it
@@ -113,7 +117,8 @@ class Ledger:
         await self._reader.start()
         partitions = await self._reader.partitions_of([self.topic])
         if partitions != [self._tp]:
-            raise RuntimeError(f"{self.topic} must have exactly one partition, found {partitions}")
+            found = len(partitions) or "no"
+            raise LedgerUnavailable(f"{self.topic} must have exactly one partition, it has {found}")
         self.exists = True
         await self._reader.assign({self._tp: None})
         await self._read()
