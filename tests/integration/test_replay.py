@@ -400,6 +400,10 @@ async def test_null_header_values_are_read_and_replayed(
     assert code == 0, report
     shown = report["records"][0]
     assert shown["headers"]["trace"] == ""
+    text = await asyncio.to_thread(_cli, ["replay", "--dry-run"], env)
+    assert text.returncode == 0, text.stderr[-2000:]
+    assert ": would redrive 1\n" in text.stdout
+    assert "already replayed 0," in text.stdout and "truncated stubs 1" in text.stdout
     code, summary = await _run(["replay", "--json", "--no-wait"], env)
     assert (code, summary["redriven"], summary["skipped_truncated"]) == (0, 1, 1), summary
     copies = await read_all(kafka_bootstrap, topics[0], settle=0.5)
