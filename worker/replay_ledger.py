@@ -116,9 +116,12 @@ class Ledger:
             return  # inspect before any replay: nothing was replayed
         await self._reader.start()
         partitions = await self._reader.partitions_of([self.topic])
+        if not partitions:
+            raise LedgerUnavailable(f"{self.topic} does not exist and could not be created")
         if partitions != [self._tp]:
-            found = len(partitions) or "no"
-            raise LedgerUnavailable(f"{self.topic} must have exactly one partition, it has {found}")
+            raise LedgerUnavailable(
+                f"{self.topic} must have exactly one partition, it has {len(partitions)}"
+            )
         self.exists = True
         await self._reader.assign({self._tp: None})
         await self._read()
