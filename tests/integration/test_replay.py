@@ -15,6 +15,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.support import REPO, event, produce, read_all, topic_for, unique_topics, wait_for
+from worker.embedded_broker import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -409,3 +410,21 @@ async def test_null_header_values_are_read_and_replayed(
     copies = await read_all(kafka_bootstrap, topics[0], settle=0.5)
     assert [c.raw_headers[0] for c in copies] == [("trace", None)]
     assert copies[0].headers["relay.redrive_of"] == f"{shown['topic']}/{shown['partition']}/0"
+
+
+async def test_a_ledger_with_two_partitions_is_refused_with_one_line(
+    kafka_bootstrap: str, simulators: Any
+) -> None:
+    """The ledger's single partition is what orders claims: two partitions stop replay at once."""
+    topics = unique_topics()
+    env = _env(simulators, kafka_bootstrap, topics)
+    await ensure_topics(kafka_bootstrap, [env["KAFKA_GROUP_ID"] + ".replayed"], 2)
+    value = orjson.dumps(event("rewards_issued", "m-1", "e-1", REWARD))
+    await produce(kafka_bootstrap, [(topics[0] + ".dlq", b"m-1", value)])
+    done = await asyncio.to_thread(_cli, ["replay", "--json"], env)
+    assert done.returncode == 1, done.stdout
+    assert done.stderr.strip().splitlines() == [
+        f"loyalty-relay replay: {env['KAFKA_GROUP_ID']}.replayed must have exactly one "
+        "partition, it has 2; nothing more was sent"
+    ]
+    assert await read_all(kafka_bootstrap, topics[0], settle=0.3) == []
