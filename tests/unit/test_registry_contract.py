@@ -101,14 +101,26 @@ def _requests(destination: Destination[Any], settings: Any) -> list[Request]:
     return requests
 
 
-def _distinct_values(destination: Destination[Any]) -> dict[str, str]:
-    """A different valid value for each of the destination's variables (URLs look like URLs)."""
-    return {
-        variable: f"https://{variable.lower()}.test"
-        if variable.endswith(("ENDPOINT", "URL"))
-        else f"value-of-{variable.lower()}"
-        for variable in destination.environment
-    }
+def _distinct_values(destination: Destination[Any]) -> dict[str, Any]:
+    """A different valid value for each variable, typed as its settings field is (URLs look
+    like URLs, booleans are true, numbers are 7)."""
+    fields = destination.settings_type.model_fields
+    values: dict[str, Any] = {}
+    for variable, key in destination.environment.items():
+        annotation = fields[key].annotation
+        if annotation is bool:
+            values[variable] = True
+        elif annotation in (int, float):
+            values[variable] = 7
+        elif variable.endswith(("ENDPOINT", "URL")):
+            values[variable] = f"https://{variable.lower()}.test"
+        else:
+            values[variable] = f"value-of-{variable.lower()}"
+    return values
+
+
+def _environ(values: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in values.items()}
 
 
 def _secret_text(value: object) -> object:
@@ -120,16 +132,19 @@ def test_settings_round_trip_through_environment_and_file(name: str, tmp_path: P
     """Every declared variable lands on its settings key, the file gives the same settings,
     secrets are collected for redaction and never shown in the settings repr."""
     destination = REGISTRY[name]
-    env = _distinct_values(destination)
-    settings = load_settings(environ=env)
+    values = _distinct_values(destination)
+    settings = load_settings(environ=_environ(values))
     model = settings.destinations[name]
     assert settings.enabled == (name,)
     for variable, key in destination.environment.items():
-        assert _secret_text(getattr(model, key)) == env[variable], variable
+        assert _secret_text(getattr(model, key)) == values[variable], variable
         if variable in DESTINATION_SECRETS:
-            assert env[variable] in settings.secrets
-            assert env[variable] not in repr(settings)
-    table = "\n".join(f'{key} = "{env[var]}"' for var, key in destination.environment.items())
+            assert values[variable] in settings.secrets
+            assert values[variable] not in repr(settings)
+    table = "\n".join(
+        f"{key} = {orjson.dumps(values[var]).decode()}"
+        for var, key in destination.environment.items()
+    )
     config = tmp_path / "relay.toml"
     config.write_text(f"[{name}]\n{table}\n")
     assert load_settings(config, environ={}).destinations[name] == model
@@ -140,7 +155,7 @@ def test_delivery_settings_and_families_come_from_the_package(name: str) -> None
     """Every delivery field is a <NAME>_<FIELD> variable; the families build from the defaults
     and from overrides, and every variable name is used once across the whole worker."""
     destination = REGISTRY[name]
-    env = _distinct_values(destination)
+    env = _environ(_distinct_values(destination))
     variables = delivery_variables(name)
     assert set(variables.values()) == set(destination.delivery_type.model_fields)
     settings = load_settings(environ={**env, f"{name.upper()}_CONCURRENCY": "3"})
