@@ -91,6 +91,12 @@ DESTINATION_SECRETS: Final = frozenset(
 VARIABLES: Final[Mapping[str, tuple[str, str]]] = {**ENVIRONMENT, **DESTINATION_ENVIRONMENT}
 
 
+# <DEST>_<SUFFIX> → field: the delivery tuning every destination has (its package may add more)
+DELIVERY_SUFFIXES: Final[Mapping[str, str]] = {
+    key.upper(): key for key in DeliverySettings.model_fields
+}
+
+
 def delivery_variables(name: str) -> dict[str, str]:
     """``<NAME>_<FIELD>`` → field, for every field of the destination's delivery settings."""
     fields = REGISTRY[name].delivery_type.model_fields
