@@ -74,6 +74,7 @@ def decode(record: Consumed) -> LoyaltyEvent:
         member_id=member_id,
         source=document.get("source"),
         data=document["data"],
+        identifiers=document.get("identifiers") or {},
     )
 
 

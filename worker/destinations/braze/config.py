@@ -16,3 +16,6 @@ class BrazeSettings(BaseModel):
     max_objects_per_request: int = Field(default=75, ge=1, le=75)
     max_body_bytes: int = Field(default=4_000_000, ge=1024)
     max_recipients_per_send: int = Field(default=50, ge=1, le=50)
+    # BRAZE_REQUIRE_IDENTIFIER: an event without identifiers.braze is dead-lettered
+    # (destination_validation, missing_identifier) instead of falling back to member_id
+    require_identifier: bool = False

@@ -22,4 +22,5 @@ DESTINATION = Destination(
         "audience_membership_changed",
     ),
     auth_headers=transform.auth_headers,
+    split_budget=response.split_budget,
 )

@@ -1,6 +1,7 @@
 """MoEngage settings.
 
-Environment: MOENGAGE_API_ENDPOINT, MOENGAGE_WORKSPACE_ID, MOENGAGE_API_KEY.
+Environment: MOENGAGE_API_ENDPOINT, MOENGAGE_WORKSPACE_ID, MOENGAGE_API_KEY, and optionally
+MOENGAGE_OBJECT_ATTRIBUTES, MOENGAGE_BULK_SPLIT_MAX_REQUESTS, MOENGAGE_REQUIRE_IDENTIFIER.
 """
 
 from __future__ import annotations
@@ -17,3 +18,12 @@ class MoEngageSettings(BaseModel):
     # destination-apis.md §2.4: bulk /transition takes at most 100 KB per call.
     max_body_bytes: int = Field(default=100_000, ge=1024, le=102_400)
     max_elements_per_request: int = Field(default=1000, ge=1)
+    # MOENGAGE_OBJECT_ATTRIBUTES: the workspace has the Object data type enabled (§6.3); without
+    # it object values are flattened to dot-joined keys
+    object_attributes: bool = False
+    # MOENGAGE_BULK_SPLIT_MAX_REQUESTS: a bulk refused with 400 as a whole is bisected to isolate
+    # the bad elements with at most this many extra requests (2 x log2(1000) = 20 finds one)
+    bulk_split_max_requests: int = Field(default=32, ge=0)
+    # MOENGAGE_REQUIRE_IDENTIFIER: an event without identifiers.moengage is dead-lettered
+    # (destination_validation, missing_identifier) instead of falling back to member_id
+    require_identifier: bool = False

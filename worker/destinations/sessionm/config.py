@@ -15,3 +15,6 @@ class SessionMSettings(BaseModel):
     # The key is part of every URL path, so URLs are never logged (only endpoint labels are).
     api_key: SecretStr
     api_secret: SecretStr
+    # SESSIONM_REQUIRE_IDENTIFIER: an event without identifiers.sessionm is dead-lettered
+    # (destination_validation, missing_identifier) instead of falling back to member_id
+    require_identifier: bool = False
