@@ -34,8 +34,9 @@ from worker.events import LoyaltyEvent
 MAX_SEGMENT_CHARS: Final = 255
 # RFC 3339 date-time (the schemas' "format": "date-time"); a plain date is not a datetime
 RFC3339: Final = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:?\d{2})$"
 )
+_LEAP_SECOND: Final = re.compile(r"(?<=\d{2}:\d{2}:)60(?=\D|$)")
 
 
 def invalid(destination: str, message: str) -> TransformError:
@@ -72,6 +73,9 @@ def path_segment(value: object, what: str, destination: str) -> str:
 
 def utc_datetime(value: str, what: str, destination: str) -> datetime:
     """An RFC 3339 string as an aware datetime in UTC (naive values are taken as UTC)."""
+    if isinstance(value, str):
+        # RFC 3339 allows a lower-case "z" and a leap second, which Python does not parse
+        value = _LEAP_SECOND.sub("59", value[:-1] + "Z" if value.endswith("z") else value, 1)
     try:
         parsed = datetime.fromisoformat(value)
     except (TypeError, ValueError):

@@ -250,6 +250,24 @@ def test_moengage_flattens_objects_unless_the_workspace_has_object_attributes() 
     assert kept.payload["actions"][0]["attributes"]["campaign"] == data["campaign"]
 
 
+@pytest.mark.parametrize(
+    ("stamp", "utc"),
+    [
+        ("2026-11-20T10:00:00z", "2026-11-20T10:00:00Z"),
+        ("2025-12-31T23:59:60Z", "2025-12-31T23:59:59Z"),
+        ("2026-11-20T10:00:00+0100", "2026-11-20T09:00:00Z"),
+        ("2026-11-20t10:00:00.1234567-05:30", "2026-11-20T15:30:00Z"),
+    ],
+)
+def test_rfc3339_forms_python_does_not_parse_still_convert(stamp: str, utc: str) -> None:
+    """Lower-case z, a leap second, a colon-less offset: schema-valid, so never refused."""
+    reward = _event("rewards_issued", {"reward_type": "r", "at": stamp}, occurred_at=stamp)
+    (item,) = MOENGAGE.transform(reward, MOENGAGE_SETTINGS)
+    action = item.payload["actions"][0]
+    assert (action["current_time"], action["attributes"]["at"]) == (utc, utc)
+    assert BRAZE.transform(reward, BRAZE_SETTINGS)[0].payload["time"] == stamp
+
+
 def test_moengage_datetimes_are_utc_z_and_future_events_are_clamped() -> None:
     """Every datetime becomes YYYY-MM-DDTHH:mm:ssZ; a future event's current_time is now."""
     data = {"reward_type": "r", "issued_date": "2026-11-20T10:00:00.250+01:00", "day": "2026-11-20"}
