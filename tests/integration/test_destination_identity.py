@@ -208,3 +208,36 @@ async def test_moengage_bulk_with_one_bad_element_dead_letters_only_it(
     assert len(splits) == 1
     print(f"moengage requests: {accepted} accepted, {refused} refused; split={splits[0]}")
     assert await worker.stop() == 0
+
+
+async def test_an_offer_with_enrollment_reaches_a_member_braze_does_not_have_yet(
+    kafka_bootstrap: str, simulators: Any, worker_factory: Any
+) -> None:
+    """send_to_existing_only false + attributes creates the profile; without them Braze skips."""
+    topics = unique_topics()
+    braze = simulators.braze.state
+    braze.existing_users = {"m-old"}  # enrolled moments ago: not visible to sends yet
+    enrollment = {"email": "new@example.com", "first_name": "Nia"}
+    offers = [
+        ("m-new", {"offer_id": "o-1", "braze_campaign_id": "c-1", "enrollment": enrollment}),
+        ("m-bare", {"offer_id": "o-1", "braze_campaign_id": "c-1"}),
+        ("m-old", {"offer_id": "o-1", "braze_campaign_id": "c-1"}),
+    ]
+    await produce(
+        kafka_bootstrap,
+        [
+            _record(topics, event("offer_issued", member, f"o-{member}", data), 1)
+            for member, data in offers
+        ],
+    )
+    worker = worker_factory(_env(simulators, kafka_bootstrap, topics))
+    await wait_for(
+        lambda: len(braze.sends()) + len(braze.skipped_recipients) == 3, 90, "the three sends"
+    )
+    sent = {s["recipient"]["external_user_id"]: s["recipient"] for s in braze.sends()}
+    assert sorted(sent) == ["m-new", "m-old"]
+    assert sent["m-new"]["attributes"] == {"email": "new@example.com", "first_name": "Nia"}
+    assert sent["m-new"]["send_to_existing_only"] is False
+    assert braze.skipped_recipients == ["m-bare"]  # the documented limit without enrollment
+    assert braze.defects == []
+    assert await worker.stop() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator
 from typing import Any
@@ -140,3 +141,28 @@ async def test_unknown_sessionm_users_never_open_the_breaker(sims: Any) -> None:
     result = await sender.deliver(_tags(settings, "someone-else", {}))
     assert not result.failed
     assert [(r["path"], r["user_id"]) for r in state.received] == [("external", "someone-else")]
+
+
+async def test_refused_sessionm_credentials_pause_without_dead_letters_then_resume(
+    sims: Any,
+) -> None:
+    """access_denied makes lag, not dead letters: the call waits and goes through once fixed."""
+    simulators, session = sims
+    state = simulators.sessionm.state
+    state.credentials = {"sim-sessionm-key": "rotated-elsewhere"}
+    settings = SessionMSettings(
+        core_endpoint=simulators.sessionm.url,
+        api_key="sim-sessionm-key",
+        api_secret="sim-sessionm-secret",
+    )
+    sender = Sender(SESSIONM, settings, FAST, session)
+    delivery = asyncio.create_task(sender.deliver(_tags(settings, "m-1", {})))
+    for _ in range(50):
+        if not sender.healthy:
+            break
+        await asyncio.sleep(0.1)
+    assert not sender.healthy and not delivery.done()
+    state.credentials = {"sim-sessionm-key": "sim-sessionm-secret"}
+    result = await asyncio.wait_for(delivery, 30)
+    assert not result.failed and sender.healthy
+    assert [r["user_id"] for r in state.received] == ["m-1"]
