@@ -375,3 +375,29 @@ def test_kognitiv_remove_of_a_non_member_counts_as_delivered() -> None:
         KOGNITIV.check(Response(404, {}, b'{"error":"member_not_found"}'), put)
     with pytest.raises(Retryable):
         KOGNITIV.check(Response(503, {}, b""), delete)
+
+
+def test_the_new_settings_come_from_the_environment() -> None:
+    """<DEST>_REQUIRE_IDENTIFIER and the MoEngage switches are read; a bad value is one line."""
+    from worker.config import load_settings
+    from worker.errors import ConfigError
+
+    env = {
+        "BRAZE_REST_ENDPOINT": "https://b",
+        "BRAZE_API_KEY": "k",
+        "BRAZE_REQUIRE_IDENTIFIER": "true",
+        "MOENGAGE_API_ENDPOINT": "https://m",
+        "MOENGAGE_WORKSPACE_ID": "w",
+        "MOENGAGE_API_KEY": "k",
+        "MOENGAGE_OBJECT_ATTRIBUTES": "true",
+        "MOENGAGE_BULK_SPLIT_MAX_REQUESTS": "0",
+    }
+    loaded = load_settings(environ=env)
+    braze, moengage = loaded.destinations["braze"], loaded.destinations["moengage"]
+    assert isinstance(braze, BrazeSettings) and braze.require_identifier
+    assert isinstance(moengage, MoEngageSettings)
+    assert (moengage.require_identifier, moengage.object_attributes) == (False, True)
+    assert moengage.bulk_split_max_requests == 0
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={**env, "BRAZE_REQUIRE_IDENTIFIER": "maybe"})
+    assert "BRAZE_REQUIRE_IDENTIFIER" in str(caught.value) and "\n" not in str(caught.value)
