@@ -125,7 +125,7 @@ class Sender:
                 continue
             except Rejected as exc:
                 if split and len(request.items) > 1:
-                    budget = self.destination.split_budget(exc, self._settings)
+                    budget = self.destination.split_budget(exc.status, self._settings)
                     if budget > 0:
                         return await self._split(request, attempts, exc, budget)
                 return self._all_failed(request, attempts, exc.reason, exc)
@@ -299,7 +299,7 @@ class Sender:
             if (
                 refusal is not None
                 and len(part) > 1
-                and (self.destination.split_budget(refusal, self._settings) > 0)
+                and (self.destination.split_budget(refusal.status, self._settings) > 0)
             ):
                 await self._bisect(part, start, refusal, budget, result)
                 continue

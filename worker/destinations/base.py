@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
-from worker.errors import Rejected
 from worker.events import LoyaltyEvent
 
 S = TypeVar("S")
@@ -91,12 +90,12 @@ class Destination(Generic[S]):
     check: Callable[[Response, Request], Accepted]
     # event types this destination can take, for the default routing table
     event_types: tuple[str, ...] = ()
+    # a multi-item request refused as a whole with this HTTP status, which one bad item can
+    # cause (MoEngage's bulk 400): how many extra requests the sender may spend bisecting it so
+    # that only the bad items are dead-lettered (0: dead-letter the whole request)
+    split_budget: Callable[[int | None, S], int] = field(default=lambda _status, _s: 0)
     # static request headers (auth); OAuth destinations add theirs at send time
     auth_headers: Callable[[S], Mapping[str, str]] = field(default=lambda _s: {})
-    # a whole multi-item request refused with an answer one bad item can cause (MoEngage's bulk
-    # 400): how many extra requests the sender may spend bisecting it so that only the bad
-    # items are dead-lettered (0: dead-letter the whole request)
-    split_budget: Callable[[Rejected, S], int] = field(default=lambda _e, _s: 0)
 
 
 def encode_item(

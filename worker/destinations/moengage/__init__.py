@@ -21,6 +21,6 @@ DESTINATION = Destination(
         "offer_issued",
         "audience_membership_changed",
     ),
-    auth_headers=transform.auth_headers,
     split_budget=response.split_budget,
+    auth_headers=transform.auth_headers,
 )

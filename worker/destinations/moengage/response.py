@@ -31,6 +31,6 @@ def check(response: Response, request: Request, now: float | None = None) -> Acc
     raise Rejected(error_text("moengage", response.status, response.body), status=response.status)
 
 
-def split_budget(error: Rejected, settings: MoEngageSettings) -> int:
-    """Extra requests the sender may spend isolating bad elements of a refused bulk."""
-    return settings.bulk_split_max_requests if error.status == 400 else 0
+def split_budget(status: int | None, settings: MoEngageSettings) -> int:
+    """Extra requests the sender may spend isolating the bad elements of a refused bulk."""
+    return settings.bulk_split_max_requests if status == 400 else 0
