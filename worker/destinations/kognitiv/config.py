@@ -14,8 +14,8 @@ class KognitivSettings(BaseModel):
     api_base_url: str
     client_id: str
     client_secret: SecretStr
-    # refresh the OAuth token this many seconds before it expires
-    token_refresh_margin_seconds: float = Field(default=60.0, ge=0)
     # KOGNITIV_REQUIRE_IDENTIFIER: an event without identifiers.kognitiv is dead-lettered
     # (destination_validation, missing_identifier) instead of falling back to member_id
     require_identifier: bool = False
+    # refresh the OAuth token this many seconds before it expires
+    token_refresh_margin_seconds: float = Field(default=60.0, ge=0)

@@ -1,7 +1,6 @@
 """MoEngage settings.
 
-Environment: MOENGAGE_API_ENDPOINT, MOENGAGE_WORKSPACE_ID, MOENGAGE_API_KEY, and optionally
-MOENGAGE_OBJECT_ATTRIBUTES, MOENGAGE_BULK_SPLIT_MAX_REQUESTS, MOENGAGE_REQUIRE_IDENTIFIER.
+Environment: MOENGAGE_API_ENDPOINT, MOENGAGE_WORKSPACE_ID, MOENGAGE_API_KEY.
 """
 
 from __future__ import annotations
@@ -15,9 +14,6 @@ class MoEngageSettings(BaseModel):
     api_endpoint: str
     workspace_id: str
     api_key: SecretStr
-    # destination-apis.md §2.4: bulk /transition takes at most 100 KB per call.
-    max_body_bytes: int = Field(default=100_000, ge=1024, le=102_400)
-    max_elements_per_request: int = Field(default=1000, ge=1)
     # MOENGAGE_OBJECT_ATTRIBUTES: the workspace has the Object data type enabled (§6.3); without
     # it object values are flattened to dot-joined keys
     object_attributes: bool = False
@@ -27,3 +23,6 @@ class MoEngageSettings(BaseModel):
     # MOENGAGE_REQUIRE_IDENTIFIER: an event without identifiers.moengage is dead-lettered
     # (destination_validation, missing_identifier) instead of falling back to member_id
     require_identifier: bool = False
+    # destination-apis.md §2.4: bulk /transition takes at most 100 KB per call.
+    max_body_bytes: int = Field(default=100_000, ge=1024, le=102_400)
+    max_elements_per_request: int = Field(default=1000, ge=1)
