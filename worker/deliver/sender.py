@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,7 +26,7 @@ import structlog
 from worker.config import DeliverySettings
 from worker.deliver.backoff import backoff_delay
 from worker.deliver.flow import AdaptiveRateLimiter, CircuitBreaker
-from worker.destinations.base import Accepted, Destination, Item, Request, Response
+from worker.destinations.base import Accepted, Destination, Request, Response
 from worker.errors import AuthFailed, DeliveryError, Rejected, Retryable, Throttled
 from worker.observability import metrics
 
@@ -270,19 +270,17 @@ class Sender:
             max_requests=budget,
         )
         result = Result(attempts=attempts, status=exc.status)
-        await self._bisect(request.items, 0, exc, [budget], result)
+        await self._bisect(request, 0, exc, [budget], result)
         if result.failed:
             result.status = exc.status
         return result
 
     async def _bisect(
-        self,
-        items: Sequence[Item],
-        offset: int,
-        exc: Rejected,
-        budget: list[int],
-        result: Result,
+        self, request: Request, offset: int, exc: Rejected, budget: list[int], result: Result
     ) -> None:
+        """Send both halves of ``request`` (refused as a whole with ``exc``), recursing into a
+        half refused the same way; ``offset`` maps its items back to the original request."""
+        items = request.items
         if len(items) < 2 or budget[0] < 2:
             failure = Failure(exc.reason, str(exc), exc.status)
             result.failed.update(dict.fromkeys(range(offset, offset + len(items)), failure))
@@ -299,9 +297,9 @@ class Sender:
             if (
                 refusal is not None
                 and len(part) > 1
-                and (self.destination.split_budget(refusal.status, self._settings) > 0)
+                and self.destination.split_budget(refusal.status, self._settings) > 0
             ):
-                await self._bisect(part, start, refusal, budget, result)
+                await self._bisect(sub, start, refusal, budget, result)
                 continue
             for index, failure in outcome.failed.items():
                 result.failed[start + index] = failure
