@@ -160,6 +160,9 @@ def test_datetimes_utc_cannot_hold_are_destination_validation(stamp: str) -> Non
     _invalid(lambda: BRAZE.transform(reward, BRAZE_SETTINGS))
     joined = _event("member_enrolled", {"date_joined": stamp})
     _invalid(lambda: MOENGAGE.transform(joined, MOENGAGE_SETTINGS))
+    _invalid(lambda: BRAZE.transform(joined, BRAZE_SETTINGS))
+    expiring = _event("offer_issued", {"offer_id": "o", "expires_at": stamp})
+    _invalid(lambda: BRAZE.transform(expiring, BRAZE_SETTINGS))
     nested = _event("offer_issued", {"offer_id": "o", "campaign": {"custom_data": {"at": stamp}}})
     _invalid(lambda: MOENGAGE.transform(nested, MOENGAGE_SETTINGS))
 

@@ -19,7 +19,14 @@ from typing import Any, Final
 import orjson
 
 from worker.destinations.base import BatchRule, Item, Request
-from worker.destinations.values import check_nesting, encode, identifier, invalid, utc_datetime
+from worker.destinations.values import (
+    RFC3339,
+    check_nesting,
+    encode,
+    identifier,
+    invalid,
+    utc_datetime,
+)
 from worker.events import LoyaltyEvent
 
 from .config import BrazeSettings
@@ -154,6 +161,13 @@ def _check_attribute_values(fields: Mapping[str, Any]) -> None:
     for key, value in fields.items():
         if isinstance(value, str) and len(value) > MAX_STRING:
             raise invalid(NAME, f"attribute {key} is over {MAX_STRING} characters")
+        _check_datetime(key, value)
+
+
+def _check_datetime(name: str, value: Any) -> None:
+    """A datetime value must be one UTC can hold (Braze stores datetimes in UTC)."""
+    if isinstance(value, str) and RFC3339.match(value):
+        utc_datetime(value, str(name)[:40], NAME)
 
 
 def _offer(event: LoyaltyEvent, settings: BrazeSettings) -> Item:
@@ -204,6 +218,7 @@ def _check_properties(properties: Mapping[str, Any]) -> None:
             raise invalid(NAME, f"property name {name[:40]!r} is empty, too long or starts with $")
         if isinstance(value, str) and len(value) > MAX_STRING:
             raise invalid(NAME, f"property {name[:40]} is over {MAX_STRING} characters")
+        _check_datetime(name, value)
         nested = nested or isinstance(value, dict | list)
     if nested and len(_dumps(properties)) > MAX_NESTED_BYTES:
         raise invalid(NAME, "properties with nested values are over 50 KB")
