@@ -58,7 +58,9 @@ def _delivered_ids(sims: SimulatorSet) -> list[str]:
     return [a["attributes"]["event_id"] for a in sims.moengage.state.actions()]
 
 
-@pytest.mark.parametrize(("count", "bad"), [(300, {137}), (64, {0, 63}), (2, {1})])
+@pytest.mark.parametrize(
+    ("count", "bad"), [(500, {0}), (500, {499}), (300, {137}), (64, {0, 63}), (2, {1})]
+)
 async def test_a_bulk_refused_for_one_element_is_bisected_and_only_it_fails(
     sims: Any, count: int, bad: set[int]
 ) -> None:
@@ -75,6 +77,7 @@ async def test_a_bulk_refused_for_one_element_is_bisected_and_only_it_fails(
     assert "Object data type" in next(iter(result.failed.values())).error
     assert _delivered_ids(simulators) == [f"e-{i}" for i in range(count) if i not in bad]
     requests = len(simulators.moengage.state.requests)
+    print(f"{count} elements ({len(request.body)} bytes), bad {sorted(bad)}: {requests} requests")
     assert requests <= 1 + 2 * len(bad) * math.ceil(math.log2(count))
     assert requests <= 1 + settings.bulk_split_max_requests
 

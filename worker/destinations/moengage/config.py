@@ -18,7 +18,7 @@ class MoEngageSettings(BaseModel):
     # it object values are flattened to dot-joined keys
     object_attributes: bool = False
     # MOENGAGE_BULK_SPLIT_MAX_REQUESTS: a bulk refused with 400 as a whole is bisected to isolate
-    # the bad elements with at most this many extra requests (2 x log2(1000) = 20 finds one)
+    # the bad elements with at most this many extra requests (two per halving: 18 for 500)
     bulk_split_max_requests: int = Field(default=32, ge=0)
     # MOENGAGE_REQUIRE_IDENTIFIER: an event without identifiers.moengage is dead-lettered
     # (destination_validation, missing_identifier) instead of falling back to member_id
