@@ -88,6 +88,9 @@ class Worker:
         waiting = [p.name for p in self.pipelines if not p.assigned]
         if waiting or not self.pipelines:
             return False, f"waiting for partition assignment: {', '.join(waiting)}"
+        problems = [problem for p in self.pipelines if (problem := p.problem())]
+        if problems:
+            return False, "; ".join(problems)
         return True, "ok"
 
     async def run(self, stop: asyncio.Event) -> int:
@@ -102,8 +105,12 @@ class Worker:
                 await start_with_retry(producer, "producer", kafka.unreachable_exit_seconds)
                 stack.push_async_callback(producer.stop)
                 session = await stack.enter_async_context(_http_session())
-                writer = DeadLetterWriter(producer, self.redactor)
-                decoder = SharedDecoder(readers=len(settings.enabled))
+                writer = DeadLetterWriter(
+                    producer, self.redactor, settings.worker.dead_letter_stub_bytes
+                )
+                decoder = SharedDecoder(
+                    readers=len(settings.enabled), max_depth=settings.worker.max_nesting_depth
+                )
                 for index, name in enumerate(settings.enabled):
                     pipeline = DestinationPipeline(
                         REGISTRY[name],
@@ -114,11 +121,12 @@ class Worker:
                         group_id=f"{kafka.group_id}.{name}",
                         writes_input_errors=index == 0,
                         decoder=decoder,
+                        redactor=self.redactor,
                     )
                     self.pipelines.append(pipeline)
+                stack.push_async_callback(self._stop_pipelines)
                 for pipeline in self.pipelines:
                     await pipeline.start()
-                    stack.push_async_callback(pipeline.stop)
                 self._broker_ok = True
                 if settings.worker.metrics_port:
                     runner = await start_server(self.ready, settings.worker.metrics_port)
@@ -139,12 +147,27 @@ class Worker:
         probe = asyncio.create_task(self._probe_broker(stop))
         draining = asyncio.create_task(self._mark_draining(stop))
         try:
-            async with asyncio.TaskGroup() as group:
-                for pipeline in self.pipelines:
-                    group.create_task(pipeline.run(stop), name=pipeline.name)
+            await asyncio.gather(*(self._run_one(pipeline, stop) for pipeline in self.pipelines))
         finally:
             probe.cancel()
             draining.cancel()
+
+    async def _run_one(self, pipeline: DestinationPipeline, stop: asyncio.Event) -> None:
+        """One pipeline; a failure nobody foresaw stops the worker cleanly with exit 1.
+
+        Records and batches are guarded inside the pipeline, so this is a last resort: the
+        other pipelines drain and commit, and a restart re-reads from the last commit.
+        """
+        try:
+            await pipeline.run(stop)
+        except Exception:
+            log.exception("pipeline_failed", destination=pipeline.name, action="stopping")
+            self.exit_code = 1
+            stop.set()
+
+    async def _stop_pipelines(self) -> None:
+        """Leave every group at once (a stop is bounded per consumer): shutdown stays short."""
+        await asyncio.gather(*(pipeline.stop() for pipeline in self.pipelines))
 
     async def _mark_draining(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -185,7 +208,22 @@ def install_signal_handlers(stop: asyncio.Event, signals: Sequence[int] = ()) ->
         loop.add_signal_handler(sig, stop.set)
 
 
+def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """One JSON line instead of asyncio's traceback for a failure nobody awaited.
+
+    aiokafka shields its commit request; when a commit is given up (broker away) the inner
+    task later fails on the dead connection with nobody left to read its exception.
+    """
+    exc = context.get("exception")
+    log.warning(
+        "background_task_failed",
+        message=context.get("message"),
+        error=f"{type(exc).__name__}: {exc}" if exc is not None else None,
+    )
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> int:
     stop = stop or asyncio.Event()
     install_signal_handlers(stop)
+    asyncio.get_running_loop().set_exception_handler(_log_loop_error)
     return await Worker(settings).run(stop)

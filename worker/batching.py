@@ -12,7 +12,7 @@ other, so every member without work in flight keeps flowing at full concurrency.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from worker.destinations.base import BatchRule, Item
@@ -34,6 +34,7 @@ class Batch:
     parked_members: dict[str, int] = field(default_factory=dict)
     sealed: bool = False
     finished: bool = False
+    abandoned: bool = False  # taken back on a revoke: its task must not finish it
 
     def fits(self, item: Item) -> bool:
         rule = self.rule
@@ -82,6 +83,46 @@ class Batcher:
         for item in parked:
             sealed += self._place(item)
         return sealed
+
+    def drop(
+        self, doomed: Callable[[Item], bool], unfinished: Iterable[Batch]
+    ) -> tuple[list[Batch], list[Batch]]:
+        """Take back every batch holding a doomed item (partitions given up on a revoke).
+
+        Open batches and the ``unfinished`` (sent, not finished) ones that hold a doomed item
+        are abandoned; doomed items parked anywhere are dropped. The other items of abandoned
+        batches, and the items parked on them, are placed again in their order, so a member's
+        order holds. Returns (abandoned batches, batches that placing again sealed).
+        """
+        candidates = list(self._open.values()) + [b for b in unfinished if not b.finished]
+        abandoned = [b for b in candidates if not b.abandoned and any(map(doomed, b.items))]
+        for batch in abandoned:
+            batch.abandoned = True
+            if self._open.get(batch.group) is batch:
+                del self._open[batch.group]
+            for item in batch.items + batch.parked:
+                if self._last_for_member.get(item.member_id) is batch:
+                    del self._last_for_member[item.member_id]
+        again: list[Item] = []
+        for batch in abandoned:
+            again += [item for item in batch.items + batch.parked if not doomed(item)]
+            self.items_waiting -= len(batch.items) + len(batch.parked)
+            batch.parked, batch.parked_members = [], {}
+        for batch in candidates:
+            if batch.abandoned or not batch.parked:
+                continue
+            kept = [item for item in batch.parked if not doomed(item)]
+            self.items_waiting -= len(batch.parked) - len(kept)
+            batch.parked = kept
+            batch.parked_members = {}
+            for item in kept:
+                batch.parked_members[item.member_id] = (
+                    batch.parked_members.get(item.member_id, 0) + 1
+                )
+        sealed: list[Batch] = []
+        for item in again:
+            sealed += self.add(item)
+        return abandoned, sealed
 
     @property
     def open_items(self) -> int:

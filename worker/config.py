@@ -83,6 +83,10 @@ ENVIRONMENT: Final[Mapping[str, tuple[str, str]]] = {
     "RELAY_DRAIN_SECONDS": ("worker", "drain_seconds"),
     "RELAY_LINGER_MS": ("worker", "linger_ms"),
     "RELAY_MAX_BUFFERED_EVENTS": ("worker", "max_buffered_events"),
+    "RELAY_MAX_BUFFERED_BYTES": ("worker", "max_buffered_bytes"),
+    "RELAY_MAX_NESTING_DEPTH": ("worker", "max_nesting_depth"),
+    "RELAY_UNREADABLE_PARTITION_SECONDS": ("worker", "unreadable_partition_seconds"),
+    "RELAY_DEAD_LETTER_STUB_BYTES": ("worker", "dead_letter_stub_bytes"),
 }
 SECRET_VARIABLES: Final = frozenset(
     {
@@ -193,6 +197,15 @@ class WorkerSettings(BaseModel):
     drain_seconds: float = Field(default=30.0, gt=0)
     linger_ms: float = Field(default=50.0, ge=0, le=1000)
     max_buffered_events: int = Field(default=10_000, ge=1)
+    # consumed, uncommitted record bytes per destination (key + value); with the record count
+    # above it bounds what one destination holds however large the events are
+    max_buffered_bytes: int = Field(default=32 * 1024 * 1024, ge=1024 * 1024)
+    # deeper JSON is a schema_violation: no destination accepts it and encoders recurse on it
+    max_nesting_depth: int = Field(default=32, ge=4, le=1000)
+    # a partition whose records cannot be fetched this long is reported and then salvaged
+    unreadable_partition_seconds: float = Field(default=300.0, gt=0)
+    # the value size of a stub dead letter, written when the broker refuses the full one
+    dead_letter_stub_bytes: int = Field(default=64 * 1024, ge=0, le=512 * 1024)
     metrics_port: int = Field(default=9108, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

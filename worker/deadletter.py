@@ -4,11 +4,22 @@ For source topic ``T`` the dead letter goes to ``T.dlq`` (a replayed dead letter
 again goes back to the same ``.dlq`` topic). Key and value bytes are the original ones and the
 original headers are kept; earlier ``dlq.*`` headers are replaced, not repeated. One record
 per event and failed destination; ``*`` is the destination for input errors.
+
+``dlq.*`` headers already on a record are trusted only when it also carries
+``relay.replay_id`` (it was sent back by ``replay``): a producer's stray ``dlq.original_topic``
+cannot steer a live record's dead letter into another topic.
+
+When the broker refuses a dead letter for good (too large for the ``.dlq`` topic, for one),
+the pipeline writes a *stub* instead: the ``dlq.*`` headers plus ``dlq.truncated=true`` and
+``dlq.original_value_bytes``, the original headers left out, and the value cut to
+``RELAY_DEAD_LETTER_STUB_BYTES``. A stub says what failed and where the original sits (its
+``dlq.original_*`` coordinates); it cannot be replayed as it is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,16 +51,28 @@ class DeadLetter:
     attempts: int = 0
     event_id: str | None = None
     event_type: str | None = None
+    stub: bool = False
+
+    def as_stub(self) -> DeadLetter:
+        return dataclasses.replace(self, stub=True)
+
+
+def replayed(headers: Iterable[tuple[str, bytes]]) -> bool:
+    """True for a record that ``replay`` sent back: only then are its dlq.* headers trusted."""
+    return header(headers, REPLAY_ID_HEADER) is not None
 
 
 def dlq_topic(record: Consumed) -> str:
     """Where a dead letter for ``record`` goes: ``<original topic>.dlq``."""
-    original = header(record.headers, "dlq.original_topic")
-    topic = original.decode() if original else record.topic
+    topic = record.topic
+    if replayed(record.headers):
+        original = header(record.headers, "dlq.original_topic")
+        if original:
+            topic = original.decode("utf-8", errors="replace")
     return topic if topic.endswith(DLQ_SUFFIX) else topic + DLQ_SUFFIX
 
 
-def header(headers: Iterable[tuple[str, bytes]], name: str) -> bytes | None:
+def header(headers: Iterable[tuple[str, bytes | None]], name: str) -> bytes | None:
     for key, value in headers:
         if key == name:
             return value
@@ -61,15 +84,17 @@ def build_headers(
 ) -> list[tuple[str, bytes]]:
     """Original headers (minus old dlq.*) plus this failure's dlq.* headers."""
     record = letter.record
-    old = record.headers
     # a replayed record keeps pointing at where it was first consumed
+    old = record.headers if replayed(record.headers) else ()
     original_topic = header(old, "dlq.original_topic") or record.topic.encode()
     original_partition = header(old, "dlq.original_partition") or str(record.partition).encode()
     original_offset = header(old, "dlq.original_offset") or str(record.offset).encode()
     replay_count = header(old, "dlq.replay_count")
     previous_attempts = _int(header(old, "dlq.attempts"))
     kept = [
-        (k, v) for k, v in old if not k.startswith(HEADER_PREFIX) and k != REPLAY_DESTINATION_HEADER
+        (k, v)
+        for k, v in record.headers
+        if not letter.stub and not k.startswith(HEADER_PREFIX) and k != REPLAY_DESTINATION_HEADER
     ]
     error = redactor.text(letter.error).encode("utf-8", errors="replace")[:MAX_ERROR_BYTES]
     failed_at = (now or datetime.now(UTC)).isoformat(timespec="milliseconds")
@@ -90,6 +115,9 @@ def build_headers(
         dlq.append(("dlq.event_type", letter.event_type.encode()))
     if replay_count is not None:
         dlq.append(("dlq.replay_count", replay_count))
+    if letter.stub:
+        dlq.append(("dlq.truncated", b"true"))
+        dlq.append(("dlq.original_value_bytes", str(len(record.value or b"")).encode()))
     return kept + dlq
 
 
@@ -103,25 +131,44 @@ def _int(value: bytes | None) -> int:
 class DeadLetterWriter:
     """Produces dead letters and waits for the broker's acknowledgement."""
 
-    def __init__(self, producer: Any, redactor: Redactor) -> None:
+    def __init__(self, producer: Any, redactor: Redactor, stub_bytes: int = 64 * 1024) -> None:
         self._producer = producer
         self._redactor = redactor
+        self._stub_bytes = stub_bytes
 
-    async def write(self, letters: Sequence[DeadLetter]) -> None:
-        """Write every letter; returns once all are acknowledged (raises if the broker fails)."""
-        futures = []
-        for letter in letters:
+    async def write(self, letters: Sequence[DeadLetter]) -> list[BaseException | None]:
+        """Write every letter; return, per letter, None once acknowledged or the error.
+
+        Never raises for a letter the broker or the client refuses: the caller decides per
+        letter whether to send it again, as a stub, or to stop.
+        """
+        outcomes: list[BaseException | None] = [None] * len(letters)
+        waiting: list[tuple[int, asyncio.Future[Any]]] = []
+        for index, letter in enumerate(letters):
             record = letter.record
-            futures.append(
-                await self._producer.send(
+            value = record.value
+            key = record.key
+            if letter.stub:
+                value = (value or b"")[: self._stub_bytes]
+                key = key[:1024] if key else key
+            try:
+                future = await self._producer.send(
                     dlq_topic(record),
-                    value=record.value,
-                    key=record.key,
+                    value=value,
+                    key=key,
                     headers=build_headers(letter, self._redactor),
                 )
-            )
-        await asyncio.gather(*futures)
-        for letter in letters:
+            except Exception as exc:  # too large for the client, buffer full, producer closed
+                outcomes[index] = exc
+            else:
+                waiting.append((index, future))
+        results = await asyncio.gather(*(future for _, future in waiting), return_exceptions=True)
+        for (index, _), result in zip(waiting, results, strict=True):
+            if isinstance(result, BaseException):
+                outcomes[index] = result
+        for letter, outcome in zip(letters, outcomes, strict=True):
+            if outcome is not None:
+                continue
             metrics.DEAD_LETTERS.labels(letter.destination, letter.reason).inc()
             log.warning(
                 "dead_lettered",
@@ -134,5 +181,7 @@ class DeadLetterWriter:
                 topic=letter.record.topic,
                 partition=letter.record.partition,
                 offset=letter.record.offset,
+                truncated=letter.stub or None,
                 error=self._redactor.text(letter.error)[:300],
             )
+        return outcomes

@@ -26,7 +26,10 @@ SUPPORTED_SCHEMA_VERSION: Final = 1
 Validator = Callable[[Any], Any]
 
 
-def decode(record: Consumed) -> LoyaltyEvent:
+MAX_NESTING_DEPTH: Final = 32
+
+
+def decode(record: Consumed, max_depth: int = MAX_NESTING_DEPTH) -> LoyaltyEvent:
     value = record.value
     if not value:
         raise DecodeError("the record has no value", reason="empty_value")
@@ -47,6 +50,9 @@ def decode(record: Consumed) -> LoyaltyEvent:
         raise DecodeError(
             f"value is a JSON {type(document).__name__}, not an object", reason="not_an_object"
         )
+    # counting brackets is C-fast and bounds the depth from above: most events skip the walk
+    if value.count(b"{") + value.count(b"[") > max_depth and _too_deep(document, max_depth):
+        raise DecodeError(f"value nests deeper than {max_depth} levels", reason="schema_violation")
     member_id = document.get("member_id")
     if not isinstance(member_id, str) or not member_id:
         raise DecodeError(
@@ -75,6 +81,18 @@ def decode(record: Consumed) -> LoyaltyEvent:
         source=document.get("source"),
         data=document["data"],
     )
+
+
+def _too_deep(document: Any, max_depth: int) -> bool:
+    """True when objects and arrays nest more than ``max_depth`` levels (iterative walk)."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _validate(validator: Validator, value: Any, prefix: str) -> None:
@@ -132,35 +150,53 @@ class SharedDecoder:
 
     Pipelines of one worker read the same records (each in its own consumer group); the first
     to reach a record decodes it and the others take the result. An entry is dropped once
-    ``readers`` pipelines took it, or oldest-first beyond ``max_entries`` (a lagging pipeline
-    then simply decodes again), so memory stays bounded.
+    ``readers`` pipelines took it, or oldest-first beyond ``max_entries`` or ``max_bytes`` of
+    record values (a lagging pipeline then simply decodes again), so memory stays bounded.
+    Values over ``max_entry_bytes`` are not kept at all: their decoded form can weigh twenty
+    times their bytes, and each reader decoding them again costs little at their rarity.
     """
 
-    def __init__(self, readers: int, max_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        readers: int,
+        max_entries: int = 10_000,
+        max_bytes: int = 4 * 1024 * 1024,
+        max_entry_bytes: int = 64 * 1024,
+        max_depth: int = MAX_NESTING_DEPTH,
+    ) -> None:
         self._readers = readers
         self._max = max_entries
+        self._max_bytes = max_bytes
+        self._max_entry_bytes = max_entry_bytes
+        self._max_depth = max_depth
+        self.cached_bytes = 0
         # OrderedDict: popping the oldest entry is O(1) (a dict's first key is not, after
         # many deletions at its front)
         self._entries: OrderedDict[tuple[str, int, int], list[Any]] = OrderedDict()
 
     def decode(self, record: Consumed) -> LoyaltyEvent:
-        if self._readers <= 1:
-            return decode(record)
+        size = len(record.value or b"")
+        if self._readers <= 1 or size > self._max_entry_bytes:
+            return decode(record, self._max_depth)
         key = (record.topic, record.partition, record.offset)
         entry = self._entries.get(key)
         if entry is None:
             try:
-                result: LoyaltyEvent | DecodeError = decode(record)
+                result: LoyaltyEvent | DecodeError = decode(record, self._max_depth)
             except DecodeError as exc:
                 result = exc
-            if len(self._entries) >= self._max:
-                self._entries.popitem(last=False)
-            self._entries[key] = [result, self._readers - 1]
+            while self._entries and (
+                len(self._entries) >= self._max or self.cached_bytes + size > self._max_bytes
+            ):
+                self.cached_bytes -= self._entries.popitem(last=False)[1][2]
+            self._entries[key] = [result, self._readers - 1, size]
+            self.cached_bytes += size
         else:
             result = entry[0]
             entry[1] -= 1
             if entry[1] <= 0:
                 del self._entries[key]
+                self.cached_bytes -= size
         if isinstance(result, DecodeError):
             raise result
         return result

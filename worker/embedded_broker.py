@@ -573,7 +573,12 @@ async def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
 
 
 async def ensure_topics(
-    bootstrap: str, names: Iterable[str], partitions: int, *, timeout: float = 30.0
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int,
+    *,
+    timeout: float = 30.0,
+    configs: dict[str, str] | None = None,
 ) -> None:
     """Create the missing topics (one replica) and wait until each of their partitions has a leader.
 
@@ -588,7 +593,7 @@ async def ensure_topics(
             missing = [name for name in wanted if name not in set(await admin.list_topics())]
             if missing:
                 response = await admin.create_topics(
-                    [NewTopic(name, partitions, 1) for name in missing]
+                    [NewTopic(name, partitions, 1, topic_configs=configs or {}) for name in missing]
                 )
                 _raise_topic_errors(response.topic_errors)
             while not _all_led(await admin.describe_topics(wanted), wanted):

@@ -14,11 +14,12 @@ from collections import deque
 class Ticket:
     """Outcomes still owed for one consumed record."""
 
-    __slots__ = ("offset", "partition", "pending")
+    __slots__ = ("offset", "partition", "pending", "size")
 
-    def __init__(self, partition: PartitionProgress, offset: int) -> None:
+    def __init__(self, partition: PartitionProgress, offset: int, size: int = 0) -> None:
         self.partition = partition
         self.offset = offset
+        self.size = size  # the record's key and value bytes, for the memory budget
         # starts held: the record is still being decoded and transformed
         self.pending = 1
 
@@ -36,7 +37,7 @@ class Ticket:
 class PartitionProgress:
     """Tickets of one assigned partition, oldest first."""
 
-    __slots__ = ("committed", "finished", "position", "revoked", "tickets")
+    __slots__ = ("bytes", "committed", "finished", "next_offset", "position", "revoked", "tickets")
 
     def __init__(self) -> None:
         self.tickets: deque[Ticket] = deque()
@@ -44,17 +45,23 @@ class PartitionProgress:
         self.committed: int | None = None  # last position the broker acknowledged
         self.revoked = False
         self.finished = 0  # tickets finished but not yet popped
+        self.bytes = 0  # record bytes of the tickets not yet popped
+        self.next_offset: int | None = None  # one past the last record consumed
 
-    def track(self, offset: int) -> Ticket:
-        ticket = Ticket(self, offset)
+    def track(self, offset: int, size: int = 0) -> Ticket:
+        ticket = Ticket(self, offset, size)
         self.tickets.append(ticket)
+        self.bytes += size
+        self.next_offset = offset + 1
         return ticket
 
     def commit_position(self) -> int | None:
         """The offset to commit if it moved since the last acknowledged commit, else None."""
         tickets = self.tickets
         while tickets and tickets[0].pending == 0:
-            self.position = tickets.popleft().offset + 1
+            ticket = tickets.popleft()
+            self.position = ticket.offset + 1
+            self.bytes -= ticket.size
             self.finished -= 1
         if self.position is None or self.position == self.committed:
             return None

@@ -3,8 +3,11 @@
 aiohttp and timeout errors become :class:`~worker.errors.Retryable` here and nowhere else. A
 request is retried with full-jitter exponential backoff (or the server's ``Retry-After``)
 until it is accepted, refused for good, or out of budget (``max_attempts`` failed attempts,
-429s not counted, and ``max_retry_seconds``). Each attempt takes, in this order, a concurrency
-slot, the circuit breaker's admission and a rate-limiter token (``worker.deliver.flow``).
+429s not counted, and ``max_retry_seconds``). A wait the server asks for is honoured up to what
+is left of the time budget, and the request is tried once more at its end: a throttle makes
+lag, never a dead letter before the budget is actually spent. Each attempt takes, in this
+order, a concurrency slot, the circuit breaker's admission and a rate-limiter token
+(``worker.deliver.flow``).
 Waiting on an open breaker spends time but no attempts; waiting on refused OAuth credentials
 spends neither, so an outage or a credential problem makes lag, not dead letters.
 """
@@ -124,13 +127,11 @@ class Sender:
             except Retryable as exc:
                 if not isinstance(exc, Throttled):
                     failures += 1
-                delay = self._retry_delay(exc, attempts)
-                spent = self._clock() - started - paused
-                if (
-                    failures >= self.delivery.max_attempts
-                    or spent + delay > self.delivery.max_retry_seconds
-                ):
+                left = self.delivery.max_retry_seconds - (self._clock() - started - paused)
+                if failures >= self.delivery.max_attempts or left <= 0:
                     return self._all_failed(request, attempts, "retries_exhausted", exc)
+                # a reset further away than the budget: wait out the budget, then try once more
+                delay = min(self._retry_delay(exc, attempts), left)
                 metrics.RETRIES.labels(self.name, _status_class(exc.status)).inc()
                 log.debug(
                     "retrying",

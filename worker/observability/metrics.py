@@ -69,3 +69,20 @@ DEAD_LETTERS = Counter(
 TOKEN_REFRESHES = Counter(
     "relay_token_refreshes_total", "OAuth token refreshes", ["destination", "cause"]
 )
+UNREADABLE_PARTITIONS = Gauge(
+    "relay_unreadable_partitions",
+    "1 while a partition's records cannot be fetched (reported after "
+    "RELAY_UNREADABLE_PARTITION_SECONDS; its records are then salvaged one by one)",
+    ["destination", "topic", "partition"],
+)
+KEY_MISMATCH = Counter(
+    "relay_key_mismatch_total",
+    "Records whose Kafka key is not their member_id (per-member order then holds only "
+    "within the record's own partition)",
+    ["destination", "topic"],
+)
+DESTINATION_HALTED = Gauge(
+    "relay_destination_halted",
+    "1 while a destination stopped consuming because the broker refuses its dead letters",
+    ["destination"],
+)
