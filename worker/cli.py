@@ -1,4 +1,4 @@
-"""The `loyalty-relay` command line: run, check, demo, dlq inspect, replay, bench, simulate."""
+"""The `loyalty-relay` command line: run, ingest, check, demo, dlq, replay, bench, simulate."""
 
 from __future__ import annotations
 
@@ -51,6 +51,23 @@ def run(config_file: str | None) -> None:
     configure_logging(settings.worker.log_level, redactor=Redactor(settings.secrets))
     code = _run_async(run_worker(settings))
     raise click.exceptions.Exit(code)
+
+
+@cli.command()
+@CONFIG_OPTION
+def ingest(config_file: str | None) -> None:
+    """Accept events and Kognitiv webhooks over HTTP into the topics (INGEST_PORT)."""
+    from worker.ingest.config import load_ingest_config
+    from worker.ingest.service import run_ingest
+    from worker.observability.logging import configure_logging
+    from worker.observability.redact import Redactor
+
+    try:
+        config = load_ingest_config(config_file)
+    except ConfigError as exc:
+        raise click.exceptions.Exit(_fail(exc)) from None
+    configure_logging(config.log_level, redactor=Redactor(config.secrets))
+    raise click.exceptions.Exit(_run_async(run_ingest(config)))
 
 
 @cli.command()

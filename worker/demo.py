@@ -1,24 +1,33 @@
 """`loyalty-relay demo`: the whole pipeline on one machine, with nothing but Python installed.
 
 Starts the embedded Tansu broker and the four destination simulators, produces a realistic
-sample of every event type plus a few bad events, runs the worker until every record has a
-final outcome at every destination, prints a summary and exits 0.
+sample of every event type plus a few bad events, posts one body of each Kognitiv webhook
+template through the ingest service (``loyalty-relay ingest``, in-process), runs the worker until
+every record has a final outcome at every destination, prints a summary and exits 0.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import secrets
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+import orjson
 from rich.console import Console
 from rich.table import Table
 
 from worker.app import Worker
 from worker.config import load_settings
-from worker.embedded_broker import EmbeddedBroker
+from worker.embedded_broker import EmbeddedBroker, free_port
+from worker.ingest.config import load_ingest_config
+from worker.ingest.samples import WebhookSample, webhook_samples
+from worker.ingest.service import IngestService
 from worker.kafka import ensure_topics, make_producer, start_with_retry
 from worker.observability.logging import configure_logging
 from worker.sample import TOPIC_FOR, sample_records
@@ -49,6 +58,13 @@ async def run_demo(*, events: int = 60, timeout: float = 60.0) -> int:
             f"produced {sum(produced.values())} events ({events} valid, {BAD_EVENTS} malformed) "
             f"to {len(TOPIC_FOR)} topics on {broker.bootstrap_servers}"
         )
+        posted, ingested = await _post_webhooks(broker.bootstrap_servers)
+        for key, end in ingested.items():
+            expected[key] = max(expected.get(key, 0), end)
+        console.print(
+            f"posted {len(posted)} Kognitiv webhook bodies through `loyalty-relay ingest`: "
+            + ", ".join(f"{p.status}" for p in posted)
+        )
         worker = Worker(settings)
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop))
@@ -56,7 +72,87 @@ async def run_demo(*, events: int = 60, timeout: float = 60.0) -> int:
         stop.set()
         code = await task
         _summary(console, worker, sims, produced, done, time.monotonic() - started)
-    return 0 if done and code == 0 else 1
+        webhooks_ok = _webhook_summary(console, sims, posted)
+    return 0 if done and code == 0 and webhooks_ok else 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Posted:
+    sample: WebhookSample
+    status: int
+    event_ids: list[str]
+
+
+async def _post_webhooks(bootstrap: str) -> tuple[list[_Posted], dict[Any, int]]:
+    """Post each template body to an in-process ingest service, as Kognitiv would."""
+    token = secrets.token_urlsafe(24)
+    port = free_port()
+    config = load_ingest_config(
+        environ={
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "INGEST_TOKEN": token,
+            "INGEST_HOST": "127.0.0.1",
+            "INGEST_PORT": str(port),
+            "LOG_LEVEL": "error",
+        }
+    )
+    service = IngestService(config)
+    await service.start()
+    posted: list[_Posted] = []
+    try:
+        deadline = time.monotonic() + 30
+        while not service.ready()[0] and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        async with aiohttp.ClientSession() as session:
+            for sample in webhook_samples():
+                credential = (
+                    token
+                    if sample.scheme == "Bearer"
+                    else base64.b64encode(f"demo-app:{token}".encode()).decode()
+                )
+                async with session.post(
+                    f"http://127.0.0.1:{port}{sample.route}",
+                    data=orjson.dumps(sample.body),
+                    headers={
+                        "Authorization": f"{sample.scheme} {credential}",
+                        "Content-Type": "application/json",
+                    },
+                ) as response:
+                    answer = orjson.loads(await response.read() or b"{}")
+                    posted.append(_Posted(sample, response.status, answer.get("event_ids", [])))
+    finally:
+        await service.stop()
+    return posted, dict(service.acknowledged)
+
+
+def _webhook_summary(console: Console, sims: Any, posted: list[_Posted]) -> bool:
+    """What each template body became, checked at the Braze and MoEngage simulators."""
+    braze, moengage = sims.braze.state, sims.moengage.state
+    braze_ids = {e.get("properties", {}).get("event_id") for e in braze.events()}
+    braze_members = {a.get("external_id") for a in braze.attributes() if "email" in a}
+    moengage_ids = {a.get("attributes", {}).get("event_id") for a in moengage.actions()}
+    moengage_members = {c.get("customer_id") for c in moengage.customers()}
+    table = Table(title="Kognitiv webhooks through `loyalty-relay ingest`")
+    for column in ("template (route)", "HTTP", "event_id", "at Braze", "at MoEngage"):
+        table.add_column(column)
+    all_ok = True
+    for item in posted:
+        if "attributes" in item.sample.body:  # enrollments carry no event_id at destinations
+            at_braze = item.sample.member_id in braze_members
+            at_moengage = item.sample.member_id in moengage_members
+        else:
+            at_braze = bool(item.event_ids) and set(item.event_ids) <= braze_ids
+            at_moengage = bool(item.event_ids) and set(item.event_ids) <= moengage_ids
+        all_ok = all_ok and item.status == 202 and at_braze and at_moengage
+        table.add_row(
+            f"{item.sample.name} ({item.sample.route.rsplit('/', 1)[-1]})",
+            str(item.status),
+            ", ".join(item.event_ids) or "-",
+            "yes" if at_braze else "[red]no[/red]",
+            "yes" if at_moengage else "[red]no[/red]",
+        )
+    console.print(table)
+    return all_ok
 
 
 async def _produce(kafka: Any, events: int) -> tuple[dict[Any, int], Counter[str]]:

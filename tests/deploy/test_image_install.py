@@ -33,7 +33,7 @@ def test_install_as_the_dockerfile_does_then_help_and_check(tmp_path: Path) -> N
         [str(venv / "bin/loyalty-relay"), "--help"], capture_output=True, text=True, check=False
     )
     assert helped.returncode == 0
-    for command in ("run", "check", "demo", "replay", "dlq", "bench", "simulate"):
+    for command in ("run", "ingest", "check", "demo", "replay", "dlq", "bench", "simulate"):
         assert command in helped.stdout
     env = {
         "PATH": "/usr/bin:/bin",

@@ -241,6 +241,22 @@ async def assert_committed_to_end(bootstrap: str, group: str, topics: Iterable[s
         assert not behind, f"{destination}: committed != high watermark {behind}"
 
 
+async def wait_committed_to_end(
+    bootstrap: str, group: str, topics: Iterable[str], timeout: float = 30.0
+) -> None:
+    """Every destination group commits to the end within ``timeout`` (commits follow deliveries)."""
+    topics = list(topics)
+
+    async def done() -> bool:
+        try:
+            await assert_committed_to_end(bootstrap, group, topics)
+        except AssertionError:
+            return False
+        return True
+
+    await wait_for(done, timeout, "commits up to the high watermarks", interval=1.0)
+
+
 async def committed(bootstrap: str, group: str, topic: str) -> dict[str, dict[int, int]]:
     """Committed offset per partition (0 when none) for each destination's group."""
     out: dict[str, dict[int, int]] = {}

@@ -20,12 +20,12 @@ from aiokafka import AIOKafkaProducer
 from tests.integration.harness import (
     Ledger,
     arrivals,
-    assert_committed_to_end,
     check_delivery,
     committed,
     dead_letters,
     log_events,
     produce_numbered,
+    wait_committed_to_end,
     wait_delivered,
     worker_env,
 )
@@ -138,7 +138,7 @@ async def test_schema_valid_edge_events_never_end_the_process(
 
     await wait_for(accounted, 60, "every edge event delivered or dead-lettered", interval=1.0)
     assert worker.process.poll() is None, worker.logs()[-3000:]
-    await _committed_to_end(kafka_bootstrap, group, topic)
+    await wait_committed_to_end(kafka_bootstrap, group, [topic])
 
     letters = await dead_letters(kafka_bootstrap, topic)
     reasons = {
@@ -180,19 +180,6 @@ async def _metric(port: int, name: str) -> list[str]:
     ):
         text = await response.text()
     return [line for line in text.splitlines() if line.startswith(name)]
-
-
-async def _committed_to_end(bootstrap: str, group: str, topic: str) -> None:
-    """Every destination group commits to the end within 30 s (commits follow deliveries)."""
-
-    async def done() -> bool:
-        try:
-            await assert_committed_to_end(bootstrap, group, [topic])
-        except AssertionError:
-            return False
-        return True
-
-    await wait_for(done, 30, "commits up to the high watermarks", interval=1.0)
 
 
 async def _produce_compressed(
@@ -289,7 +276,7 @@ async def test_a_partition_the_client_cannot_read_is_reported_and_nothing_is_ski
     )
     try:
         await wait_delivered(simulators, ledger, 90)
-        await _committed_to_end(kafka_bootstrap, group, topic)
+        await wait_committed_to_end(kafka_bootstrap, group, [topic])
         for destination in ("braze", "moengage"):
             report = check_delivery(ledger, arrivals(simulators, destination), destination)
             report.assert_ok()
@@ -339,7 +326,7 @@ async def test_an_oversized_input_is_dead_lettered_as_a_stub_on_every_broker(
     assert letter.headers["dlq.original_offset"] == "0"
     assert letter.value is not None and len(letter.value) == 64 * 1024
     assert letter.key == b"m-big"
-    await _committed_to_end(kafka_bootstrap, group, topic)
+    await wait_committed_to_end(kafka_bootstrap, group, [topic])
     assert await worker.stop() == 0
 
 
@@ -387,7 +374,7 @@ async def test_a_dead_letter_the_broker_refuses_falls_back_to_a_stub_and_then_ha
         assert letter.headers["dlq.truncated"] == "true"
         assert letter.value == poison[:8192]
         assert log_events(worker, "dead_letter_refused")
-    await _committed_to_end(kafka_bootstrap, f"g-{topic}", topic)
+    await wait_committed_to_end(kafka_bootstrap, f"g-{topic}", [topic])
 
     if broker_kind == "tansu":
         assert await worker.stop() == 0
@@ -414,5 +401,5 @@ async def test_a_dead_letter_the_broker_refuses_falls_back_to_a_stub_and_then_ha
     finally:
         await admin.close()
     await wait_for(lambda: bool(log_events(worker, "destination_resumed")), 120, "resume")
-    await _committed_to_end(kafka_bootstrap, f"g-{topic}", topic)
+    await wait_committed_to_end(kafka_bootstrap, f"g-{topic}", [topic])
     assert await worker.stop() == 0

@@ -101,3 +101,37 @@ def test_later_item_never_overtakes_a_parked_one() -> None:
     (first,) = batcher.seal_all()
     assert [i.event_id for i in first.items] == ["e-a-1"]
     assert [i.event_id for i in first.parked] == ["e-a-2", "e-a-3"]
+
+
+def test_drop_abandons_batches_with_doomed_items_and_places_the_others_again() -> None:
+    """On a revoke: the batch holding a doomed member is abandoned, the doomed member's parked
+    item is gone, and the surviving member's items come back in their order."""
+    batcher = _batcher(max_items=10)
+    batcher.add(_item("gone", size=1))
+    batcher.add(_item("kept", size=1))
+    (sent,) = batcher.seal_all()
+    batcher.add(_item("gone", group="campaign:1", kind="recipients", size=2))  # parked on sent
+    batcher.add(_item("kept", group="campaign:1", kind="recipients", size=2))  # parked on sent
+    batcher.add(_item("other", size=3))  # its own open batch
+    assert batcher.items_waiting == 5
+
+    abandoned, sealed = batcher.drop(lambda item: item.member_id == "gone", [sent])
+
+    assert abandoned == [sent] and sent.abandoned and sealed == []
+    assert batcher.items_waiting == 3  # kept twice and other; gone's two items are dropped
+    (track,) = batcher.seal_all()
+    assert [i.event_id for i in track.items] == ["e-other-3", "e-kept-1"]
+    # kept's campaign item waits behind its users/track item, as before the revoke
+    assert [i.event_id for i in track.parked] == ["e-kept-2"]
+    (campaign,) = batcher.finish(track) + batcher.seal_all()
+    assert [i.event_id for i in campaign.items] == ["e-kept-2"]
+
+
+def test_drop_leaves_batches_without_doomed_items_alone() -> None:
+    batcher = _batcher(max_items=10)
+    batcher.add(_item("a", size=1))
+    (sent,) = batcher.seal_all()
+    batcher.add(_item("b", group="campaign:1", kind="recipients"))
+    abandoned, sealed = batcher.drop(lambda item: item.member_id == "zzz", [sent])
+    assert abandoned == [] and sealed == [] and not sent.abandoned
+    assert batcher.items_waiting == 2

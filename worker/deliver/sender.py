@@ -3,11 +3,12 @@
 aiohttp and timeout errors become :class:`~worker.errors.Retryable` here and nowhere else. A
 request is retried with full-jitter exponential backoff (or the server's ``Retry-After``)
 until it is accepted, refused for good, or out of budget (``max_attempts`` failed attempts,
-429s not counted, and ``max_retry_seconds``). A wait the server asks for is honoured up to what
-is left of the time budget, and the request is tried once more at its end: a throttle makes
-lag, never a dead letter before the budget is actually spent. Each attempt takes, in this
-order, a concurrency slot, the circuit breaker's admission and a rate-limiter token
-(``worker.deliver.flow``).
+429s not counted, and ``max_retry_seconds``). A throttle waits as the server says (its
+``Retry-After`` or ``X-RateLimit-Reset``, however distant) and that wait spends no budget: a
+429 makes lag, never a dead letter. Other retryable failures spend the budget, and the last
+wait is cut to what is left so the request is tried once more before it is given up. Each
+attempt takes, in this order, a concurrency slot, the circuit breaker's admission and a
+rate-limiter token (``worker.deliver.flow``).
 Waiting on an open breaker spends time but no attempts; waiting on refused OAuth credentials
 spends neither, so an outage or a credential problem makes lag, not dead letters.
 """
@@ -108,14 +109,17 @@ class Sender:
         breaker spends no attempt, only time.
         """
         started = self._clock()
-        paused = 0.0  # seconds spent waiting on refused credentials: not part of the budget
+        # seconds spent waiting on refused credentials or on the server's rate-limit reset:
+        # not part of the budget (a throttle is the pool's fault, not the request's)
+        paused = 0.0
+        limiter_waits: list[float] = []
         attempts = 0  # HTTP attempts made (dlq.attempts)
         failures = 0  # attempts that count against max_attempts
         cost = float(len(request.items)) if self.delivery.rate_unit == "items" else 1.0
         while True:
             attempts += 1
             try:
-                accepted, status = await self._admitted_attempt(request, cost)
+                accepted, status = await self._admitted_attempt(request, cost, limiter_waits)
             except AuthFailed as exc:
                 attempts -= 1
                 self._report_auth(exc)
@@ -127,11 +131,16 @@ class Sender:
             except Retryable as exc:
                 if not isinstance(exc, Throttled):
                     failures += 1
+                paused += sum(limiter_waits)
+                limiter_waits.clear()
                 left = self.delivery.max_retry_seconds - (self._clock() - started - paused)
                 if failures >= self.delivery.max_attempts or left <= 0:
                     return self._all_failed(request, attempts, "retries_exhausted", exc)
-                # a reset further away than the budget: wait out the budget, then try once more
-                delay = min(self._retry_delay(exc, attempts), left)
+                delay = self._retry_delay(exc, attempts)
+                if isinstance(exc, Throttled):
+                    paused += delay  # waiting as the server says spends no budget
+                else:
+                    delay = min(delay, left)  # spend the rest of the budget, then try once more
                 metrics.RETRIES.labels(self.name, _status_class(exc.status)).inc()
                 log.debug(
                     "retrying",
@@ -155,7 +164,9 @@ class Sender:
                 },
             )
 
-    async def _admitted_attempt(self, request: Request, cost: float) -> tuple[Accepted, int]:
+    async def _admitted_attempt(
+        self, request: Request, cost: float, limiter_waits: list[float]
+    ) -> tuple[Accepted, int]:
         """One attempt: a concurrency slot, then the breaker's admission, a rate token, the call.
 
         The slot is taken first so that a request parked on the breaker or the limiter cannot
@@ -164,7 +175,9 @@ class Sender:
         async with self._slots:
             probe = await self.breaker.admit()
             try:
+                waiting_since = self._clock()
                 await self.limiter.acquire(cost)
+                limiter_waits.append(self._clock() - waiting_since)
                 accepted, status = await self._attempt(request)
             except Throttled as exc:
                 if probe:
