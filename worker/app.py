@@ -92,8 +92,8 @@ class Worker:
         kafka = settings.kafka
         log_routing_table(settings)
         try:
-            if kafka.create_topics:
-                await ensure_topics(kafka, kafka.topics, kafka.unreachable_exit_seconds)
+            # creates what is missing, or (KAFKA_CREATE_TOPICS=false) refuses to start without it
+            await ensure_topics(kafka, kafka.topics, kafka.unreachable_exit_seconds)
             async with contextlib.AsyncExitStack() as stack:
                 producer = make_producer(kafka)
                 await start_with_retry(producer, "producer", kafka.unreachable_exit_seconds)

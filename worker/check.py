@@ -101,7 +101,7 @@ async def _probe(console: Console, settings: Settings) -> int:
         missing = [t for t in settings.kafka.topics if t not in topics]
         console.print(
             f"broker {settings.kafka.bootstrap_servers}: reachable"
-            + (f" (missing topics, created at start: {', '.join(missing)})" if missing else "")
+            + (f" (missing topics: {', '.join(missing)}; {_at_start(settings)})" if missing else "")
         )
     except Exception as exc:
         problems += 1
@@ -117,6 +117,12 @@ async def _probe(console: Console, settings: Settings) -> int:
                 problems += 1
             console.print(f"{name}: {verdict}")
     return problems
+
+
+def _at_start(settings: Settings) -> str:
+    if settings.kafka.create_topics:
+        return "created at start"
+    return "KAFKA_CREATE_TOPICS=false: the worker will refuse to start"
 
 
 async def probe_destination(

@@ -10,14 +10,16 @@ Errors are :class:`~worker.errors.ConfigError` with one line naming the variable
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from worker.deadletter import DLQ_SUFFIX
 from worker.destinations.base import DeliverySettings as DeliverySettings
 from worker.destinations.registry import REGISTRY
 from worker.errors import ConfigError
@@ -29,6 +31,9 @@ DEFAULT_TOPICS: Final = (
     "loyalty.offers_issued",
     "loyalty.audience_membership",
 )
+# Kafka allows 249 characters; the worker appends DLQ_SUFFIX to every source topic
+_MAX_TOPIC_LENGTH: Final = 249 - len(DLQ_SUFFIX)
+_TOPIC_NAME: Final = re.compile(rf"[A-Za-z0-9._-]{{1,{_MAX_TOPIC_LENGTH}}}")
 
 # environment variable → (section, key) for Kafka and the worker. Destination variables come
 # from each destination's package (DESTINATION_ENVIRONMENT). Secrets also accept NAME_FILE.
@@ -49,6 +54,10 @@ ENVIRONMENT: Final[Mapping[str, tuple[str, str]]] = {
     "KAFKA_FETCH_MAX_BYTES": ("kafka", "fetch_max_bytes"),
     "KAFKA_MAX_PARTITION_FETCH_BYTES": ("kafka", "max_partition_fetch_bytes"),
     "KAFKA_UNREACHABLE_EXIT_SECONDS": ("kafka", "unreachable_exit_seconds"),
+    "KAFKA_ISOLATION_LEVEL": ("kafka", "isolation_level"),
+    "KAFKA_CREATE_TOPICS": ("kafka", "create_topics"),
+    "KAFKA_TOPIC_PARTITIONS": ("kafka", "topic_partitions"),
+    "KAFKA_TOPIC_REPLICATION_FACTOR": ("kafka", "topic_replication_factor"),
     "METRICS_PORT": ("worker", "metrics_port"),
     "LOG_LEVEL": ("worker", "log_level"),
     "RELAY_DRAIN_SECONDS": ("worker", "drain_seconds"),
@@ -109,9 +118,15 @@ class KafkaSettings(BaseModel):
     bootstrap_servers: str = "localhost:9092"
     # Each destination commits in its own group, "<group_id>.<destination>" (README: Guarantees).
     group_id: str = "loyalty-relay"
-    topics: tuple[str, ...] = DEFAULT_TOPICS
+    topics: tuple[str, ...] = Field(default=DEFAULT_TOPICS, min_length=1)
+    # Missing topics and their .dlq twins are created at start unless this is false; then a
+    # missing one is a start-up error. None = the broker's num.partitions and
+    # default.replication.factor (worker.kafka.ensure_topics).
     create_topics: bool = True
-    topic_partitions: int = Field(default=6, ge=1)
+    topic_partitions: int | None = Field(default=None, ge=1)
+    topic_replication_factor: int | None = Field(default=None, ge=1, le=32767)
+    # read_committed: events of aborted upstream transactions are never delivered
+    isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
@@ -126,6 +141,23 @@ class KafkaSettings(BaseModel):
     max_partition_fetch_bytes: int = Field(default=1_048_576, ge=1024)
     # give up (exit 1) when the broker stays unreachable this long
     unreachable_exit_seconds: float = Field(default=300.0, gt=0)
+
+    @field_validator("topics")
+    @classmethod
+    def _source_topics(cls, topics: tuple[str, ...]) -> tuple[str, ...]:
+        for topic in topics:
+            if topic.endswith(DLQ_SUFFIX):
+                # its dead letters would go to the same topic and be consumed again, forever
+                raise ValueError(
+                    f"{topic!r} is a dead-letter topic; name the source topic (use replay for"
+                    " dead letters)"
+                )
+            if not _TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
+                raise ValueError(
+                    f"{topic!r} is not a Kafka topic name (letters, digits, '.', '_', '-'; at"
+                    f" most {_MAX_TOPIC_LENGTH} characters so that its {DLQ_SUFFIX} twin fits)"
+                )
+        return topics
 
 
 class WorkerSettings(BaseModel):
@@ -176,10 +208,31 @@ def load_settings(
     require_destination: bool = True,
 ) -> Settings:
     """Read the file (if any) and the environment; raise ConfigError with one line."""
+    try:
+        return _load(config_file, environ, require_destination)
+    except ConfigError as exc:
+        lines = str(exc).splitlines()
+        if len(lines) == 1:
+            raise
+        # a path, key or value with a line break in it must not split the message
+        raise ConfigError("\\n".join(lines) or "invalid configuration") from None
+
+
+def _load(
+    config_file: str | Path | None, environ: Mapping[str, str] | None, require_destination: bool
+) -> Settings:
     env = dict(os.environ if environ is None else environ)
     raw = _read_file(Path(config_file)) if config_file else {}
+    for name, section in raw.items():
+        if not isinstance(section, dict):
+            raise ConfigError(f"{_shown(name)} in {config_file} must be a table, not a value")
     explicit_routing = raw.pop("routing", None)
-    delivery_raw: dict[str, Any] = raw.pop("delivery", {}) or {}
+    delivery_raw: dict[str, Any] = raw.pop("delivery", {})
+    for name, section in delivery_raw.items():
+        if name not in DESTINATION_NAMES:
+            raise ConfigError(f"unknown section [delivery.{_shown(name)}] in {config_file}")
+        if not isinstance(section, dict):
+            raise ConfigError(f"delivery.{name} in {config_file} must be a table, not a value")
     sources: dict[tuple[str, str], str] = {}
     for (section, key), value, variable in _environment_values(env):
         raw.setdefault(section, {})[key] = value
@@ -199,11 +252,8 @@ def load_settings(
             destinations[name] = _validate(DESTINATION_SETTINGS[name], section, name, sources)
     if raw:
         unknown = sorted(raw)[0]
-        raise ConfigError(f"unknown section [{unknown}] in {config_file}")
+        raise ConfigError(f"unknown section [{_shown(unknown)}] in {config_file}")
 
-    unknown_delivery = sorted(set(delivery_raw) - set(DESTINATION_NAMES))
-    if unknown_delivery:
-        raise ConfigError(f"unknown section [delivery.{unknown_delivery[0]}] in {config_file}")
     delivery = {
         name: _validate(
             REGISTRY[name].delivery_type,
@@ -233,6 +283,12 @@ def _read_file(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 (byte {exc.start}); TOML files must be UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
@@ -248,6 +304,10 @@ def _environment_values(env: Mapping[str, str]) -> list[tuple[tuple[str, str], A
             except OSError as exc:
                 raise ConfigError(
                     f"{file_variable}: cannot read the secret file ({exc.strerror})"
+                ) from None
+            except ValueError:  # not UTF-8, or a NUL byte in the path
+                raise ConfigError(
+                    f"{file_variable}: the secret file is not UTF-8 text, or the path is invalid"
                 ) from None
             variable = file_variable
         if value is None or value == "":
@@ -267,14 +327,22 @@ def _validate(model: type[M], data: Any, section: str, sources: Mapping[tuple[st
     except ValidationError as exc:
         error = exc.errors()[0]
         key = str(error["loc"][0]) if error["loc"] else "?"
-        where = sources.get((section, key)) or _missing_variable(section, key) or f"{section}.{key}"
+        where = (
+            sources.get((section, key))
+            or _missing_variable(section, key)
+            or f"{section}.{_shown(key)}"
+        )
         if error["type"] == "missing":
             raise ConfigError(f"{section} is configured but {where} is not set") from None
         if error["type"] == "extra_forbidden":
-            raise ConfigError(f"unknown key {section}.{key}") from None
-        raise ConfigError(f"{where}: {error['msg']}") from None
-    except TypeError as exc:  # a section that is not a table
-        raise ConfigError(f"[{section}] must be a table: {exc}") from None
+            raise ConfigError(f"unknown key {section}.{_shown(key)}") from None
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{where}: {message}") from None
+
+
+def _shown(name: str) -> str:
+    """A key or section name as the user wrote it, quoted when it is not a plain name."""
+    return name if re.fullmatch(r"[\w.-]+", name) else repr(name)
 
 
 def _missing_variable(section: str, key: str) -> str | None:

@@ -80,6 +80,7 @@ def decode(record: Consumed, max_depth: int = MAX_NESTING_DEPTH) -> LoyaltyEvent
         member_id=member_id,
         source=document.get("source"),
         data=document["data"],
+        identifiers=document.get("identifiers") or {},
     )
 
 

@@ -72,6 +72,7 @@ class Sender:
     ) -> None:
         self.destination = destination
         self.name = destination.name
+        self._settings = settings
         self.delivery = delivery
         self._session = session
         self._static_headers = {
@@ -106,7 +107,7 @@ class Sender:
         """
         return self.breaker.closed and not self._auth_failing
 
-    async def deliver(self, request: Request) -> Result:
+    async def deliver(self, request: Request, *, split: bool = True) -> Result:
         """Send ``request`` until it reaches a final outcome; never raises DeliveryError.
 
         Budgets: ``max_attempts`` counts failed attempts other than 429s (a throttled request is
@@ -132,6 +133,10 @@ class Sender:
                 paused += _AUTH_RETRY_SECONDS
                 continue
             except Rejected as exc:
+                if split and len(request.items) > 1:
+                    budget = self.destination.split_budget(exc.status, self._settings)
+                    if budget > 0:
+                        return await self._split(request, attempts, exc, budget)
                 return self._all_failed(request, attempts, exc.reason, exc)
             except Retryable as exc:
                 if not isinstance(exc, Throttled):
@@ -267,6 +272,57 @@ class Sender:
             self.flow(request).on_success(response.headers)
         return response
 
+    async def _split(self, request: Request, attempts: int, exc: Rejected, budget: int) -> Result:
+        """Bisect a request refused as a whole until the items that cause it are isolated.
+
+        Halves are sent in order (left first, so a member's items keep their order) through
+        :meth:`deliver` without further splitting there; a half refused as a whole the same way
+        is bisected again. At most ``budget`` extra requests: what is still unresolved then is
+        dead-lettered with the refusal it got.
+        """
+        log.info(
+            "bulk_split",
+            destination=self.name,
+            endpoint=request.endpoint,
+            count=len(request.items),
+            status=exc.status,
+            max_requests=budget,
+        )
+        result = Result(attempts=attempts, status=exc.status)
+        await self._bisect(request, 0, exc, [budget], result)
+        if result.failed:
+            result.status = exc.status
+        return result
+
+    async def _bisect(
+        self, request: Request, offset: int, exc: Rejected, budget: list[int], result: Result
+    ) -> None:
+        """Send both halves of ``request`` (refused as a whole with ``exc``), recursing into a
+        half refused the same way; ``offset`` maps its items back to the original request."""
+        items = request.items
+        if len(items) < 2 or budget[0] < 2:
+            failure = Failure(exc.reason, str(exc), exc.status)
+            result.failed.update(dict.fromkeys(range(offset, offset + len(items)), failure))
+            return
+        budget[0] -= 2
+        half = len(items) // 2
+        for start, part in ((offset, items[:half]), (offset + half, items[half:])):
+            sub = self.destination.build(part[0].group, part, self._settings)
+            outcome = await self.deliver(sub, split=False)
+            result.attempts += outcome.attempts
+            if outcome.status is not None and not outcome.failed:
+                result.status = outcome.status
+            refusal = _refused_as_whole(outcome, len(part))
+            if (
+                refusal is not None
+                and len(part) > 1
+                and self.destination.split_budget(refusal.status, self._settings) > 0
+            ):
+                await self._bisect(sub, start, refusal, budget, result)
+                continue
+            for index, failure in outcome.failed.items():
+                result.failed[start + index] = failure
+
     def _all_failed(
         self, request: Request, attempts: int, reason: str, exc: DeliveryError
     ) -> Result:
@@ -298,6 +354,17 @@ class Sender:
         name = getattr(state, "name", str(state)).lower()
         metrics.BREAKER_STATE.labels(self.name).set(getattr(state, "value", 0))
         log.warning("circuit_breaker", destination=self.name, state=name)
+
+
+def _refused_as_whole(outcome: Result, count: int) -> Rejected | None:
+    """The permanent refusal a whole request got (every item, one failure), else None."""
+    failures = {id(failure): failure for failure in outcome.failed.values()}
+    if len(outcome.failed) != count or len(failures) != 1:
+        return None
+    (failure,) = failures.values()
+    if failure.reason != Rejected.reason:
+        return None
+    return Rejected(failure.error, status=failure.http_status)
 
 
 def _status_class(status: int | None) -> str:

@@ -192,6 +192,10 @@ class Destination(Generic[S]):
     check: Callable[[Response, Request], Accepted]
     # event types this destination can take, for the default routing table
     event_types: tuple[str, ...] = ()
+    # a multi-item request refused as a whole with this HTTP status, which one bad item can
+    # cause (MoEngage's bulk 400): how many extra requests the sender may spend bisecting it so
+    # that only the bad items are dead-lettered (0: dead-letter the whole request)
+    split_budget: Callable[[int | None, S], int] = field(default=lambda _status, _s: 0)
     # static request headers (auth); OAuth destinations add theirs at send time
     auth_headers: Callable[[S], Mapping[str, str]] = field(default=lambda _s: {})
     # environment variable → settings key; SecretStr fields also accept <VARIABLE>_FILE

@@ -12,6 +12,7 @@ ENVIRONMENT: Final = {
     "BRAZE_REST_ENDPOINT": "rest_endpoint",
     "BRAZE_API_KEY": "api_key",
     "BRAZE_APP_ID": "app_id",
+    "BRAZE_REQUIRE_IDENTIFIER": "require_identifier",
 }
 
 
@@ -21,6 +22,9 @@ class BrazeSettings(BaseModel):
     rest_endpoint: str
     api_key: SecretStr
     app_id: str | None = None
+    # BRAZE_REQUIRE_IDENTIFIER: an event without identifiers.braze is dead-lettered
+    # (destination_validation, missing_identifier) instead of falling back to member_id
+    require_identifier: bool = False
     # destination-apis.md §1.2: 75 objects combined is safe under every version of the docs;
     # set 50 for the older MAU-plan wording.
     max_objects_per_request: int = Field(default=75, ge=1, le=75)

@@ -28,6 +28,7 @@ DESTINATION = Destination(
         "offer_issued",
         "audience_membership_changed",
     ),
+    split_budget=response.split_budget,
     auth_headers=transform.auth_headers,
     environment=ENVIRONMENT,
     delivery_type=MoEngageDelivery,

@@ -12,6 +12,7 @@ ENVIRONMENT: Final = {
     "SESSIONM_CORE_ENDPOINT": "core_endpoint",
     "SESSIONM_API_KEY": "api_key",
     "SESSIONM_API_SECRET": "api_secret",
+    "SESSIONM_REQUIRE_IDENTIFIER": "require_identifier",
 }
 
 
@@ -19,6 +20,9 @@ class SessionMSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     core_endpoint: str
+    # SESSIONM_REQUIRE_IDENTIFIER: an event without identifiers.sessionm is dead-lettered
+    # (destination_validation, missing_identifier) instead of falling back to member_id
+    require_identifier: bool = False
     # The key is part of every URL path, so URLs are never logged (only endpoint labels are).
     api_key: SecretStr
     api_secret: SecretStr
