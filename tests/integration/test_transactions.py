@@ -125,13 +125,6 @@ async def test_aborted_transactions_are_not_delivered(
     no_tracebacks(worker)
 
 
-@pytest.mark.xfail(
-    reason="the pipeline commits one past the last record it saw; a partition that ends in a "
-    "transaction marker (or aborted records) keeps a lag of at least 1 until the next record "
-    "(issue 10, reported to the pipeline owner)",
-    raises=AssertionError,
-    strict=True,
-)
 async def test_transaction_markers_leave_no_lag(
     kafka_bootstrap: str,
     broker_kind: str,
