@@ -1,15 +1,18 @@
 """Compressed input: batches in every codec Kafka defines are consumed, delivered once, committed.
 
 Each codec gets its own partition and its own members, and its records are sent without
-waiting for each one (``linger``), so the broker stores multi-record compressed batches. Two
-producers write them: aiokafka (Python, cramjam codecs) and librdkafka (``confluent-kafka``,
-the C client behind most non-Java producers).
+waiting for each one (``linger``), so the broker stores multi-record compressed batches. Three
+producers write them: aiokafka (Python, cramjam codecs), librdkafka (``confluent-kafka``, the C
+client behind most non-Java producers) and, on the Apache Kafka lane, the Java client itself
+(``kafka-clients`` from the jars that lane assembles; ``java/CodecProducer.java``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -112,6 +115,37 @@ def _with_librdkafka(bootstrap: str, topic: str, partition: int, codec: str) -> 
     ]
 
 
+def _with_java(
+    bootstrap: str, topic: str, partition: int, codec: str, classes: Path
+) -> list[Produced]:
+    from worker.embedded_broker import assemble_kafka
+
+    classpath = f"{assemble_kafka()}/*:{classes}"
+    source = Path(__file__).parent / "java" / "CodecProducer.java"
+    if not (classes / "CodecProducer.class").is_file():
+        subprocess.run(
+            ["javac", "-cp", classpath, "-d", str(classes), str(source)], check=True, timeout=120
+        )
+    plan = _plan(partition)
+    lines = "".join(f"{seq}\t{member}\t{reward(seq, member).decode()}\n" for seq, member in plan)
+    done = subprocess.run(
+        ["java", "-cp", classpath, "CodecProducer", bootstrap, topic, str(partition), codec],
+        input=lines.encode(),
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    acknowledged = {}
+    for line in done.stdout.decode().splitlines():
+        seq, got_partition, offset = line.split("\t")
+        acknowledged[int(seq)] = (int(got_partition), int(offset))
+    assert len(acknowledged) == len(plan), done.stderr.decode()[-2000:]
+    return [
+        Produced(seq, event_id(seq), member, *acknowledged[seq], time.time())
+        for seq, member in plan
+    ]
+
+
 async def _committed_to_end_soon(
     bootstrap: str, group: str, topic: str, within: float = 30
 ) -> None:
@@ -128,16 +162,31 @@ async def _committed_to_end_soon(
             return
 
 
-@pytest.mark.parametrize("client", ["aiokafka", "librdkafka"])
+@pytest.mark.parametrize(
+    "client",
+    ["aiokafka", "librdkafka", pytest.param("java", marks=pytest.mark.kafka_only)],
+)
 async def test_every_codec_is_consumed_delivered_once_and_committed(
-    kafka_bootstrap: str, topic_factory: Any, simulators: Any, worker_factory: Any, client: str
+    kafka_bootstrap: str,
+    broker_kind: str,
+    topic_factory: Any,
+    simulators: Any,
+    worker_factory: Any,
+    client: str,
+    tmp_path: Path,
 ) -> None:
     """gzip, snappy, lz4 and zstd batches (one codec per partition) all reach Braze and MoEngage."""
+    if client == "java" and broker_kind != "kafka":
+        pytest.fail("the Java client variant belongs to the Apache Kafka lane", pytrace=False)
     (topic,) = topic_factory("codecs", partitions=len(CODECS))
     ledger = Ledger(topic)
     for partition, codec in enumerate(CODECS):
         if client == "aiokafka":
             produced = await _with_aiokafka(kafka_bootstrap, topic, partition, codec)
+        elif client == "java":
+            produced = await asyncio.to_thread(
+                _with_java, kafka_bootstrap, topic, partition, codec, tmp_path
+            )
         else:
             produced = await asyncio.to_thread(
                 _with_librdkafka, kafka_bootstrap, topic, partition, codec
