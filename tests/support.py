@@ -132,7 +132,7 @@ async def read_all(bootstrap: str, topic: str, *, settle: float = 1.0) -> list[D
                             r.topic,
                             r.key,
                             r.value,
-                            {k: v.decode("utf-8", "replace") for k, v in raw},
+                            {k: (v or b"").decode("utf-8", "replace") for k, v in raw},
                             raw,
                         )
                     )

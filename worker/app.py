@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from worker.config import Settings
 from worker.deadletter import DeadLetterWriter
 from worker.decode import SharedDecoder
-from worker.deliver.sender import DynamicAuth, Sender
+from worker.deliver.sender import Sender
 from worker.destinations.registry import REGISTRY
 from worker.kafka import ensure_topics, make_producer, start_with_retry
 from worker.observability.health import start_server
@@ -48,23 +48,17 @@ def log_routing_table(settings: Settings) -> None:
 
 
 def build_sender(name: str, settings: Settings, session: aiohttp.ClientSession) -> Sender:
+    """The destination's sender, with its send-time credentials when it declares them."""
     destination = REGISTRY[name]
     dest_settings = settings.destinations[name]
-    auth: DynamicAuth | None = None
-    token_rejected = None
-    if name == "kognitiv":
-        from worker.destinations.kognitiv.response import TokenRejected
-        from worker.destinations.kognitiv.token import TokenProvider
-
-        auth = TokenProvider(dest_settings, session)  # type: ignore[arg-type]
-        token_rejected = TokenRejected
+    auth = destination.send_time_auth
     return Sender(
         destination,
         dest_settings,
         settings.delivery[name],
         session,
-        auth=auth,
-        token_rejected=token_rejected,
+        auth=auth.provider(dest_settings, session) if auth else None,
+        token_rejected=auth.rejected if auth else None,
     )
 
 
@@ -98,8 +92,8 @@ class Worker:
         kafka = settings.kafka
         log_routing_table(settings)
         try:
-            if kafka.create_topics:
-                await ensure_topics(kafka, kafka.topics, kafka.unreachable_exit_seconds)
+            # creates what is missing, or (KAFKA_CREATE_TOPICS=false) refuses to start without it
+            await ensure_topics(kafka, kafka.topics, kafka.unreachable_exit_seconds)
             async with contextlib.AsyncExitStack() as stack:
                 producer = make_producer(kafka)
                 await start_with_retry(producer, "producer", kafka.unreachable_exit_seconds)

@@ -282,6 +282,8 @@ def _worker_env(
         "KAFKA_SESSION_TIMEOUT_MS": "6000",
         "BRAZE_RATE_LIMIT": "0",
         "MOENGAGE_RATE_LIMIT": "0",
+        "MOENGAGE_USERS_PER_MINUTE": "0",
+        "MOENGAGE_EVENTS_PER_MINUTE": "0",
         "METRICS_PORT": "0",
         "LOG_LEVEL": "warning",
     }

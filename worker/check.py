@@ -2,8 +2,9 @@
 
 Prints the routing table, which destinations are enabled and why the others are not, and
 flags bad values with the file line. ``--connect`` also asks the broker for metadata and makes
-one harmless call per destination to see whether its credentials are accepted (an empty
-request that a valid key gets a 400 for, a bad key a 401).
+one harmless call per destination to see whether its credentials are accepted: the probe each
+destination declares (an empty request that a valid key gets a 400 for, a bad key a 401), after
+fetching its send-time credentials if it has any.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ import aiohttp
 from rich.console import Console
 from rich.table import Table
 
-from worker.config import (
-    DESTINATION_NAMES,
-    DESTINATION_SETTINGS,
-    ENVIRONMENT,
-    Settings,
-    load_settings,
-)
-from worker.errors import ConfigError
+from worker.config import DESTINATION_NAMES, Settings, load_settings, required_variables
+from worker.destinations.base import Destination, Request, Response
+from worker.destinations.registry import REGISTRY
+from worker.errors import AuthFailed, ConfigError, DeliveryError
+
+_PROBE_TIMEOUT_SECONDS = 15.0
+ACCEPTED = "credentials accepted"  # the verdict `check --connect` expects for each destination
 
 
 def run_check(config_file: str | None, *, connect: bool = False) -> int:
@@ -57,14 +57,7 @@ def _print_destinations(console: Console, settings: Settings) -> None:
         if name in settings.enabled:
             table.add_row(name, "enabled", "settings present")
         else:
-            missing = [
-                variable
-                for key, info in DESTINATION_SETTINGS[name].model_fields.items()
-                if info.is_required()
-                for variable, target in ENVIRONMENT.items()
-                if target == (name, key)
-            ]
-            table.add_row(name, "disabled", "not set: " + ", ".join(missing))
+            table.add_row(name, "disabled", "not set: " + ", ".join(required_variables(name)))
     console.print(table)
 
 
@@ -96,12 +89,11 @@ def _line_of(config_file: str | None, message: str) -> int | None:
 
 
 async def _probe(console: Console, settings: Settings) -> int:
-    from worker.app import build_sender
+    from aiokafka.admin import AIOKafkaAdminClient
+
     from worker.kafka import connection_options
 
     problems = 0
-    from aiokafka.admin import AIOKafkaAdminClient
-
     admin = AIOKafkaAdminClient(**connection_options(settings.kafka), request_timeout_ms=10_000)
     try:
         await asyncio.wait_for(admin.start(), timeout=15)
@@ -109,7 +101,7 @@ async def _probe(console: Console, settings: Settings) -> int:
         missing = [t for t in settings.kafka.topics if t not in topics]
         console.print(
             f"broker {settings.kafka.bootstrap_servers}: reachable"
-            + (f" (missing topics, created at start: {', '.join(missing)})" if missing else "")
+            + (f" (missing topics: {', '.join(missing)}; {_at_start(settings)})" if missing else "")
         )
     except Exception as exc:
         problems += 1
@@ -120,47 +112,60 @@ async def _probe(console: Console, settings: Settings) -> int:
         await admin.close()
     async with aiohttp.ClientSession() as session:
         for name in settings.enabled:
-            verdict = await _probe_destination(name, settings, session, build_sender)
-            if verdict != "credentials accepted":
+            verdict = await probe_destination(REGISTRY[name], settings.destinations[name], session)
+            if verdict != ACCEPTED:
                 problems += 1
             console.print(f"{name}: {verdict}")
     return problems
 
 
-async def _probe_destination(
-    name: str, settings: Settings, session: aiohttp.ClientSession, build_sender: Any
+def _at_start(settings: Settings) -> str:
+    if settings.kafka.create_topics:
+        return "created at start"
+    return "KAFKA_CREATE_TOPICS=false: the worker will refuse to start"
+
+
+async def probe_destination(
+    destination: Destination[Any], dest_settings: Any, session: aiohttp.ClientSession
 ) -> str:
-    sender = build_sender(name, settings, session)
-    dest = settings.destinations[name]
-    headers = dict(sender._static_headers)
+    """Fetch the send-time credentials (if any), make the declared probe call, judge it."""
+    headers = {"Content-Type": "application/json", **destination.auth_headers(dest_settings)}
     try:
-        if sender._auth is not None:
-            headers.update(await sender._auth.headers())
-            return "credentials accepted"
-        url, body = _harmless_call(name, dest)
-        timeout = aiohttp.ClientTimeout(total=15)
-        async with session.post(url, data=body, headers=headers, timeout=timeout) as resp:
-            status = resp.status
-    except Exception as exc:
-        return f"UNREACHABLE or refused ({type(exc).__name__}: {str(exc)[:120]})"
+        if destination.send_time_auth is not None:
+            auth = destination.send_time_auth.provider(dest_settings, session)
+            headers.update(await auth.headers())
+        if destination.probe is None:
+            return ACCEPTED
+        probe = destination.probe(dest_settings)
+        timeout = aiohttp.ClientTimeout(total=_PROBE_TIMEOUT_SECONDS)
+        async with session.request(
+            probe.method, probe.url, data=probe.body, headers=headers, timeout=timeout
+        ) as resp:
+            response = Response(resp.status, dict(resp.headers), await resp.read())
+    except AuthFailed as exc:
+        return f"CREDENTIALS REFUSED ({exc})"
+    except Exception as exc:  # any failure is the verdict; the URL may carry a key: not shown
+        return f"UNREACHABLE or refused ({type(exc).__name__}: {_without_url(exc)})"
+    return _verdict(destination, response, probe)
+
+
+def _verdict(destination: Destination[Any], response: Response, probe: Request) -> str:
+    status = response.status
     if status in (401, 403):
         return f"CREDENTIALS REFUSED (HTTP {status})"
     if status >= 500:
         return f"DESTINATION ERROR (HTTP {status})"
-    return "credentials accepted"
+    try:
+        destination.check(response, probe)
+    except AuthFailed:
+        return f"CREDENTIALS REFUSED (HTTP {status})"
+    except DeliveryError:
+        pass  # the probe is meant to be refused for its content, not for its credentials
+    return ACCEPTED
 
 
-def _harmless_call(name: str, dest: Any) -> tuple[str, bytes]:
-    if name == "braze":
-        return f"{dest.rest_endpoint.rstrip('/')}/users/track", b"{}"
-    if name == "moengage":
-        base = dest.api_endpoint.rstrip("/")
-        return f"{base}/v1/transition/{dest.workspace_id}", b'{"type":"transition","elements":[]}'
-    if name == "sessionm":
-        key = dest.api_key.get_secret_value()
-        base = dest.core_endpoint.rstrip("/")
-        return f"{base}/priv/v1/apps/{key}/users/loyalty-relay-check/tags", b'{"tags":[]}'
-    raise ValueError(name)
+def _without_url(exc: BaseException) -> str:
+    return str(exc).split(" url=")[0][:120]
 
 
 if __name__ == "__main__":  # pragma: no cover

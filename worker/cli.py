@@ -179,9 +179,15 @@ def dlq_inspect(
     from rich.table import Table
 
     from worker.dlq_inspect import inspect
+    from worker.dlq_read import ReadIncomplete
+    from worker.replay_ledger import LedgerUnavailable
 
     settings = _tool_settings(config_file)
-    result = asyncio.run(inspect(settings, list(topics) or None, _dlq_filter(**filters), show))
+    try:
+        result = asyncio.run(inspect(settings, list(topics) or None, _dlq_filter(**filters), show))
+    except (ReadIncomplete, LedgerUnavailable) as exc:
+        click.echo(f"loyalty-relay dlq inspect: {exc}", err=True)
+        raise click.exceptions.Exit(1) from None
     if as_json:
         click.echo(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())
         return
@@ -193,6 +199,7 @@ def dlq_inspect(
         "reason",
         "http",
         "count",
+        "replayed",
         "first failure",
         "last failure",
     ):
@@ -204,6 +211,7 @@ def dlq_inspect(
             g.reason,
             g.http_status,
             str(g.count),
+            str(g.replayed),
             g.first_failed_at,
             g.last_failed_at,
         )
@@ -218,14 +226,31 @@ def dlq_inspect(
 @click.option(
     "--dry-run", is_flag=True, help="Count and list what would be replayed; change nothing."
 )
-@click.option("--limit", type=int, default=None, help="Stop after N replayed records.")
+@click.option("--limit", type=int, default=None, help="Redrive at most N records.")
 @click.option("--rate", type=float, default=None, help="Records per second.")
 @click.option(
-    "--from-beginning", is_flag=True, help="Replay again records this replay already sent."
+    "--again",
+    "--from-beginning",
+    "again",
+    is_flag=True,
+    help="Redrive dead letters even if an earlier replay already did.",
 )
-@click.option("--replay-id", default=None, help="Name the replay (default: a hash of the filters).")
+@click.option(
+    "--include-superseded",
+    is_flag=True,
+    help="Also redrive state events a newer event of the same member replaced.",
+)
+@click.option("--replay-id", default=None, help="Label this run (default: a random id).")
 @click.option(
     "--max-replays", default=3, show_default=True, help="Skip records replayed this often."
+)
+@click.option(
+    "--lease",
+    "lease_seconds",
+    type=click.FloatRange(min=10),
+    default=300.0,
+    show_default=True,
+    help="Seconds after which a claim of a run that died may be taken over.",
 )
 @click.option(
     "--wait/--no-wait", default=True, show_default=True, help="Wait for the pool to deliver."
@@ -238,42 +263,52 @@ def replay(
     dry_run: bool,
     limit: int | None,
     rate: float | None,
-    from_beginning: bool,
+    again: bool,
+    include_superseded: bool,
     replay_id: str | None,
     max_replays: int,
+    lease_seconds: float,
     wait: bool,
     wait_timeout: float,
     as_json: bool,
     **filters: Any,
 ) -> None:
-    """Send dead letters back through the live pool, to the destination that failed only."""
+    """Send dead letters back through the live pool, each once, to the failed destination only."""
     import orjson
 
+    from worker.dlq_read import ReadIncomplete
     from worker.observability.logging import configure_logging
     from worker.redrive import run_replay
+    from worker.replay_ledger import LedgerUnavailable
 
     settings = _tool_settings(config_file)
     configure_logging("warning" if as_json else "info")
-    summary = asyncio.run(
-        run_replay(
-            settings,
-            topics=list(topics) or None,
-            dlq_filter=_dlq_filter(**filters),
-            dry_run=dry_run,
-            limit=limit,
-            rate=rate,
-            from_beginning=from_beginning,
-            max_replays=max_replays,
-            replay_id=replay_id,
-            wait=wait,
-            wait_timeout=wait_timeout,
+    try:
+        summary = asyncio.run(
+            run_replay(
+                settings,
+                topics=list(topics) or None,
+                dlq_filter=_dlq_filter(**filters),
+                dry_run=dry_run,
+                limit=limit,
+                rate=rate,
+                again=again,
+                include_superseded=include_superseded,
+                max_replays=max_replays,
+                replay_id=replay_id,
+                lease_seconds=lease_seconds,
+                wait=wait,
+                wait_timeout=wait_timeout,
+            )
         )
-    )
+    except (ReadIncomplete, LedgerUnavailable) as exc:
+        click.echo(f"loyalty-relay replay: {exc}; nothing more was sent", err=True)
+        raise click.exceptions.Exit(1) from None
     if as_json:
         click.echo(orjson.dumps(summary.as_dict()).decode())
     else:
-        verb = "would replay" if dry_run else "replayed"
-        click.echo(f"replay {summary.replay_id}: {verb} {summary.replayed}")
+        verb = "would redrive" if dry_run else "redrove"
+        click.echo(f"replay {summary.replay_id}: {verb} {summary.redriven}")
         for item in summary.selected:
             click.echo(f"  {item}")
         if summary.delivered is not None:
@@ -281,11 +316,14 @@ def replay(
                 f"  delivered {summary.delivered}, dead-lettered again "
                 f"{summary.dead_lettered_again}"
             )
-        elif not dry_run and summary.replayed:
+        elif not dry_run and summary.redriven:
             click.echo(f"  delivery pending: {summary.pending} handed to the live pool")
         click.echo(
-            f"  skipped by filter {summary.skipped_by_filter}, by replay limit "
-            f"{summary.skipped_by_replay_limit}"
+            f"  skipped: already replayed {summary.already_replayed}, claimed by another run "
+            f"{summary.claimed_by_another_run}, superseded {summary.superseded}, by filter "
+            f"{summary.skipped_by_filter}, at --max-replays {summary.skipped_at_max_replays}, "
+            f"truncated stubs {summary.skipped_truncated}"
+            + (f", over --limit {summary.left_by_limit}" if summary.left_by_limit else "")
         )
     raise click.exceptions.Exit(130 if summary.interrupted else 0)
 

@@ -10,18 +10,18 @@ Errors are :class:`~worker.errors.ConfigError` with one line naming the variable
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from worker.destinations.braze.config import BrazeSettings
-from worker.destinations.kognitiv.config import KognitivSettings
-from worker.destinations.moengage.config import MoEngageSettings
-from worker.destinations.sessionm.config import SessionMSettings
+from worker.deadletter import DLQ_SUFFIX
+from worker.destinations.base import DeliverySettings as DeliverySettings
+from worker.destinations.registry import REGISTRY
 from worker.errors import ConfigError
 from worker.events import EVENT_TYPES
 
@@ -31,15 +31,12 @@ DEFAULT_TOPICS: Final = (
     "loyalty.offers_issued",
     "loyalty.audience_membership",
 )
-DESTINATION_NAMES: Final = ("braze", "moengage", "sessionm", "kognitiv")
-DESTINATION_SETTINGS: Final[Mapping[str, type[BaseModel]]] = {
-    "braze": BrazeSettings,
-    "moengage": MoEngageSettings,
-    "sessionm": SessionMSettings,
-    "kognitiv": KognitivSettings,
-}
+# Kafka allows 249 characters; the worker appends DLQ_SUFFIX to every source topic
+_MAX_TOPIC_LENGTH: Final = 249 - len(DLQ_SUFFIX)
+_TOPIC_NAME: Final = re.compile(rf"[A-Za-z0-9._-]{{1,{_MAX_TOPIC_LENGTH}}}")
 
-# environment variable → (section, key). Secrets also accept NAME_FILE.
+# environment variable → (section, key) for Kafka and the worker. Destination variables come
+# from each destination's package (DESTINATION_ENVIRONMENT). Secrets also accept NAME_FILE.
 ENVIRONMENT: Final[Mapping[str, tuple[str, str]]] = {
     "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
     "KAFKA_GROUP_ID": ("kafka", "group_id"),
@@ -57,18 +54,10 @@ ENVIRONMENT: Final[Mapping[str, tuple[str, str]]] = {
     "KAFKA_FETCH_MAX_BYTES": ("kafka", "fetch_max_bytes"),
     "KAFKA_MAX_PARTITION_FETCH_BYTES": ("kafka", "max_partition_fetch_bytes"),
     "KAFKA_UNREACHABLE_EXIT_SECONDS": ("kafka", "unreachable_exit_seconds"),
-    "BRAZE_REST_ENDPOINT": ("braze", "rest_endpoint"),
-    "BRAZE_API_KEY": ("braze", "api_key"),
-    "BRAZE_APP_ID": ("braze", "app_id"),
-    "MOENGAGE_API_ENDPOINT": ("moengage", "api_endpoint"),
-    "MOENGAGE_WORKSPACE_ID": ("moengage", "workspace_id"),
-    "MOENGAGE_API_KEY": ("moengage", "api_key"),
-    "SESSIONM_CORE_ENDPOINT": ("sessionm", "core_endpoint"),
-    "SESSIONM_API_KEY": ("sessionm", "api_key"),
-    "SESSIONM_API_SECRET": ("sessionm", "api_secret"),
-    "KOGNITIV_API_BASE_URL": ("kognitiv", "api_base_url"),
-    "KOGNITIV_CLIENT_ID": ("kognitiv", "client_id"),
-    "KOGNITIV_CLIENT_SECRET": ("kognitiv", "client_secret"),
+    "KAFKA_ISOLATION_LEVEL": ("kafka", "isolation_level"),
+    "KAFKA_CREATE_TOPICS": ("kafka", "create_topics"),
+    "KAFKA_TOPIC_PARTITIONS": ("kafka", "topic_partitions"),
+    "KAFKA_TOPIC_REPLICATION_FACTOR": ("kafka", "topic_replication_factor"),
     "METRICS_PORT": ("worker", "metrics_port"),
     "LOG_LEVEL": ("worker", "log_level"),
     "RELAY_DRAIN_SECONDS": ("worker", "drain_seconds"),
@@ -83,25 +72,44 @@ SECRET_VARIABLES: Final = frozenset(
     {
         "KAFKA_SASL_PASSWORD",
         "KAFKA_SSL_KEY_PASSWORD",
-        "BRAZE_API_KEY",
-        "MOENGAGE_API_KEY",
-        "SESSIONM_API_KEY",
-        "SESSIONM_API_SECRET",
-        "KOGNITIV_CLIENT_SECRET",
     }
 )
-# per-destination delivery tuning: <DEST>_<SUFFIX>, e.g. BRAZE_RATE_LIMIT=500
-DELIVERY_SUFFIXES: Final[Mapping[str, str]] = {
-    "CONCURRENCY": "concurrency",
-    "RATE_LIMIT": "rate_limit",
-    "MAX_ATTEMPTS": "max_attempts",
-    "MAX_RETRY_SECONDS": "max_retry_seconds",
-    "REQUEST_TIMEOUT_SECONDS": "request_timeout_seconds",
-    "BACKOFF_BASE_SECONDS": "backoff_base_seconds",
-    "BACKOFF_CAP_SECONDS": "backoff_cap_seconds",
-    "BREAKER_THRESHOLD": "breaker_threshold",
-    "BREAKER_COOLDOWN_SECONDS": "breaker_cooldown_seconds",
+
+# Everything below about destinations is derived from worker/destinations/registry.py.
+DESTINATION_NAMES: Final = tuple(REGISTRY)
+DESTINATION_SETTINGS: Final[Mapping[str, type[BaseModel]]] = {
+    name: destination.settings_type for name, destination in REGISTRY.items()
 }
+DESTINATION_ENVIRONMENT: Final[Mapping[str, tuple[str, str]]] = {
+    variable: (name, key)
+    for name, destination in REGISTRY.items()
+    for variable, key in destination.environment.items()
+}
+
+
+def _is_secret(model: type[BaseModel], key: str) -> bool:
+    annotation = model.model_fields[key].annotation
+    return annotation is SecretStr or SecretStr in getattr(annotation, "__args__", ())
+
+
+DESTINATION_SECRETS: Final = frozenset(
+    variable
+    for variable, (name, key) in DESTINATION_ENVIRONMENT.items()
+    if _is_secret(DESTINATION_SETTINGS[name], key)
+)
+VARIABLES: Final[Mapping[str, tuple[str, str]]] = {**ENVIRONMENT, **DESTINATION_ENVIRONMENT}
+
+
+# <DEST>_<SUFFIX> → field: the delivery tuning every destination has (its package may add more)
+DELIVERY_SUFFIXES: Final[Mapping[str, str]] = {
+    key.upper(): key for key in DeliverySettings.model_fields
+}
+
+
+def delivery_variables(name: str) -> dict[str, str]:
+    """``<NAME>_<FIELD>`` → field, for every field of the destination's delivery settings."""
+    fields = REGISTRY[name].delivery_type.model_fields
+    return {f"{name.upper()}_{key.upper()}": key for key in fields}
 
 
 class KafkaSettings(BaseModel):
@@ -110,9 +118,15 @@ class KafkaSettings(BaseModel):
     bootstrap_servers: str = "localhost:9092"
     # Each destination commits in its own group, "<group_id>.<destination>" (README: Guarantees).
     group_id: str = "loyalty-relay"
-    topics: tuple[str, ...] = DEFAULT_TOPICS
+    topics: tuple[str, ...] = Field(default=DEFAULT_TOPICS, min_length=1)
+    # Missing topics and their .dlq twins are created at start unless this is false; then a
+    # missing one is a start-up error. None = the broker's num.partitions and
+    # default.replication.factor (worker.kafka.ensure_topics).
     create_topics: bool = True
-    topic_partitions: int = Field(default=6, ge=1)
+    topic_partitions: int | None = Field(default=None, ge=1)
+    topic_replication_factor: int | None = Field(default=None, ge=1, le=32767)
+    # read_committed: events of aborted upstream transactions are never delivered
+    isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
@@ -128,35 +142,22 @@ class KafkaSettings(BaseModel):
     # give up (exit 1) when the broker stays unreachable this long
     unreachable_exit_seconds: float = Field(default=300.0, gt=0)
 
-
-class DeliverySettings(BaseModel):
-    """How one destination is driven; defaults come from destination-apis.md."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    concurrency: int = Field(default=8, ge=1)
-    # units per second for this replica before adaptation (0 = no limit); see rate_unit
-    rate_limit: float = Field(default=0.0, ge=0)
-    rate_unit: Literal["requests", "items"] = "requests"
-    max_attempts: int = Field(default=50, ge=1)
-    # long enough to ride out a 15-minute outage before anything is dead-lettered
-    max_retry_seconds: float = Field(default=1800.0, gt=0)
-    request_timeout_seconds: float = Field(default=30.0, gt=0)
-    backoff_base_seconds: float = Field(default=0.5, gt=0)
-    backoff_cap_seconds: float = Field(default=60.0, gt=0)
-    breaker_threshold: int = Field(default=5, ge=1)
-    breaker_cooldown_seconds: float = Field(default=5.0, gt=0)
-
-
-DEFAULT_DELIVERY: Final[Mapping[str, Mapping[str, Any]]] = {
-    # /users/track: 3,000 requests per 3 s per workspace (destination-apis.md §1.4)
-    "braze": {"concurrency": 16, "rate_limit": 1000.0},
-    # /transition: 60,000 users and 60,000 events per minute per workspace (§2.4)
-    "moengage": {"concurrency": 8, "rate_limit": 1000.0, "rate_unit": "items"},
-    # SessionM and Kognitiv publish no limits (§3.4, §4): bounded concurrency only
-    "sessionm": {"concurrency": 16},
-    "kognitiv": {"concurrency": 16},
-}
+    @field_validator("topics")
+    @classmethod
+    def _source_topics(cls, topics: tuple[str, ...]) -> tuple[str, ...]:
+        for topic in topics:
+            if topic.endswith(DLQ_SUFFIX):
+                # its dead letters would go to the same topic and be consumed again, forever
+                raise ValueError(
+                    f"{topic!r} is a dead-letter topic; name the source topic (use replay for"
+                    " dead letters)"
+                )
+            if not _TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
+                raise ValueError(
+                    f"{topic!r} is not a Kafka topic name (letters, digits, '.', '_', '-'; at"
+                    f" most {_MAX_TOPIC_LENGTH} characters so that its {DLQ_SUFFIX} twin fits)"
+                )
+        return topics
 
 
 class WorkerSettings(BaseModel):
@@ -167,7 +168,7 @@ class WorkerSettings(BaseModel):
     max_buffered_events: int = Field(default=10_000, ge=1)
     # consumed, uncommitted record bytes per destination (key + value); with the record count
     # above it bounds what one destination holds however large the events are
-    max_buffered_bytes: int = Field(default=32 * 1024 * 1024, ge=1024 * 1024)
+    max_buffered_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
     # deeper JSON is a schema_violation: no destination accepts it and encoders recurse on it
     max_nesting_depth: int = Field(default=32, ge=4, le=1000)
     # a partition whose records cannot be fetched this long is reported and then salvaged
@@ -207,17 +208,37 @@ def load_settings(
     require_destination: bool = True,
 ) -> Settings:
     """Read the file (if any) and the environment; raise ConfigError with one line."""
+    try:
+        return _load(config_file, environ, require_destination)
+    except ConfigError as exc:
+        lines = str(exc).splitlines()
+        if len(lines) == 1:
+            raise
+        # a path, key or value with a line break in it must not split the message
+        raise ConfigError("\\n".join(lines) or "invalid configuration") from None
+
+
+def _load(
+    config_file: str | Path | None, environ: Mapping[str, str] | None, require_destination: bool
+) -> Settings:
     env = dict(os.environ if environ is None else environ)
     raw = _read_file(Path(config_file)) if config_file else {}
+    for name, section in raw.items():
+        if not isinstance(section, dict):
+            raise ConfigError(f"{_shown(name)} in {config_file} must be a table, not a value")
     explicit_routing = raw.pop("routing", None)
-    delivery_raw: dict[str, Any] = raw.pop("delivery", {}) or {}
+    delivery_raw: dict[str, Any] = raw.pop("delivery", {})
+    for name, section in delivery_raw.items():
+        if name not in DESTINATION_NAMES:
+            raise ConfigError(f"unknown section [delivery.{_shown(name)}] in {config_file}")
+        if not isinstance(section, dict):
+            raise ConfigError(f"delivery.{name} in {config_file} must be a table, not a value")
     sources: dict[tuple[str, str], str] = {}
     for (section, key), value, variable in _environment_values(env):
         raw.setdefault(section, {})[key] = value
         sources[(section, key)] = variable
     for name in DESTINATION_NAMES:
-        for suffix, key in DELIVERY_SUFFIXES.items():
-            variable = f"{name.upper()}_{suffix}"
+        for variable, key in delivery_variables(name).items():
             if variable in env:
                 delivery_raw.setdefault(name, {})[key] = env[variable]
                 sources[(f"delivery.{name}", key)] = variable
@@ -231,12 +252,12 @@ def load_settings(
             destinations[name] = _validate(DESTINATION_SETTINGS[name], section, name, sources)
     if raw:
         unknown = sorted(raw)[0]
-        raise ConfigError(f"unknown section [{unknown}] in {config_file}")
+        raise ConfigError(f"unknown section [{_shown(unknown)}] in {config_file}")
 
     delivery = {
         name: _validate(
-            DeliverySettings,
-            {**DEFAULT_DELIVERY[name], **(delivery_raw.get(name) or {})},
+            REGISTRY[name].delivery_type,
+            delivery_raw.get(name) or {},
             f"delivery.{name}",
             sources,
         )
@@ -244,10 +265,8 @@ def load_settings(
     }
     routing = _routing(explicit_routing, destinations, config_file)
     if not destinations and require_destination:
-        raise ConfigError(
-            "no destination is configured: set BRAZE_REST_ENDPOINT and BRAZE_API_KEY, "
-            "or the MoEngage, SessionM or Kognitiv variables (see README)"
-        )
+        choices = ", or ".join(" + ".join(required_variables(n)) for n in DESTINATION_NAMES)
+        raise ConfigError(f"no destination is configured: set {choices} (see README)")
     return Settings(
         kafka=kafka,
         worker=worker,
@@ -264,21 +283,31 @@ def _read_file(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 (byte {exc.start}); TOML files must be UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
 def _environment_values(env: Mapping[str, str]) -> list[tuple[tuple[str, str], Any, str]]:
     values: list[tuple[tuple[str, str], Any, str]] = []
-    for variable, target in ENVIRONMENT.items():
+    for variable, target in VARIABLES.items():
         value: Any = env.get(variable)
         file_variable = f"{variable}_FILE"
-        if variable in SECRET_VARIABLES and env.get(file_variable):
+        if variable in SECRET_VARIABLES | DESTINATION_SECRETS and env.get(file_variable):
             try:
                 value = Path(env[file_variable]).read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise ConfigError(
                     f"{file_variable}: cannot read the secret file ({exc.strerror})"
+                ) from None
+            except ValueError:  # not UTF-8, or a NUL byte in the path
+                raise ConfigError(
+                    f"{file_variable}: the secret file is not UTF-8 text, or the path is invalid"
                 ) from None
             variable = file_variable
         if value is None or value == "":
@@ -298,18 +327,26 @@ def _validate(model: type[M], data: Any, section: str, sources: Mapping[tuple[st
     except ValidationError as exc:
         error = exc.errors()[0]
         key = str(error["loc"][0]) if error["loc"] else "?"
-        where = sources.get((section, key)) or _missing_variable(section, key) or f"{section}.{key}"
+        where = (
+            sources.get((section, key))
+            or _missing_variable(section, key)
+            or f"{section}.{_shown(key)}"
+        )
         if error["type"] == "missing":
             raise ConfigError(f"{section} is configured but {where} is not set") from None
         if error["type"] == "extra_forbidden":
-            raise ConfigError(f"unknown key {section}.{key}") from None
-        raise ConfigError(f"{where}: {error['msg']}") from None
-    except TypeError as exc:  # a section that is not a table
-        raise ConfigError(f"[{section}] must be a table: {exc}") from None
+            raise ConfigError(f"unknown key {section}.{_shown(key)}") from None
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{where}: {message}") from None
+
+
+def _shown(name: str) -> str:
+    """A key or section name as the user wrote it, quoted when it is not a plain name."""
+    return name if re.fullmatch(r"[\w.-]+", name) else repr(name)
 
 
 def _missing_variable(section: str, key: str) -> str | None:
-    for variable, target in ENVIRONMENT.items():
+    for variable, target in VARIABLES.items():
         if target == (section, key):
             return variable
     return None
@@ -318,8 +355,6 @@ def _missing_variable(section: str, key: str) -> str | None:
 def _routing(
     explicit: Any, destinations: Mapping[str, BaseModel], config_file: str | Path | None
 ) -> dict[str, tuple[str, ...]]:
-    from worker.destinations.registry import REGISTRY
-
     if explicit is None:
         return {
             event_type: tuple(
@@ -341,7 +376,7 @@ def _routing(
             if name not in DESTINATION_NAMES:
                 raise ConfigError(f"routing.{event_type}: unknown destination {name!r}")
             if name not in destinations:
-                required = _first_missing_variable(name)
+                required = (required_variables(name) or [name])[0]
                 raise ConfigError(f"routing.{event_type} sends to {name} but {required} is not set")
             if event_type not in REGISTRY[name].event_types:
                 raise ConfigError(f"routing.{event_type}: {name} cannot take {event_type}")
@@ -349,12 +384,13 @@ def _routing(
     return routing
 
 
-def _first_missing_variable(name: str) -> str:
-    model = DESTINATION_SETTINGS[name]
-    for key, info in model.model_fields.items():
-        if info.is_required():
-            return _missing_variable(name, key) or f"{name}.{key}"
-    return name
+def required_variables(name: str) -> list[str]:
+    """The variables a destination needs before it is enabled, in settings order."""
+    return [
+        _missing_variable(name, key) or f"{name}.{key}"
+        for key, info in DESTINATION_SETTINGS[name].model_fields.items()
+        if info.is_required()
+    ]
 
 
 def _secret_values(kafka: KafkaSettings, destinations: Mapping[str, BaseModel]) -> tuple[str, ...]:

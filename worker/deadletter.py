@@ -39,6 +39,8 @@ HEADER_PREFIX: Final = "dlq."
 # set by `replay` on a record it sends back to the live topic: only this destination takes it
 REPLAY_DESTINATION_HEADER: Final = "relay.replay_destination"
 REPLAY_ID_HEADER: Final = "relay.replay_id"
+# the coordinates (topic/partition/offset) of the dead letter a replayed record is a copy of
+REDRIVE_OF_HEADER: Final = "relay.redrive_of"
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,6 +90,7 @@ def _event(document: dict[str, Any]) -> LoyaltyEvent:
         member_id=document["member_id"],
         source=document.get("source"),
         data=document["data"],
+        identifiers=document.get("identifiers") or {},
     )
 
 

@@ -1,16 +1,19 @@
-"""`loyalty-relay dlq inspect`: what is parked in the dead-letter topics, and why."""
+"""`loyalty-relay dlq inspect`: what is parked in the dead-letter topics, why, and if replayed."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from worker.config import Settings
-from worker.dlq_read import DlqFilter, DlqReader, dlq_topics
+from worker.deadletter import REDRIVE_OF_HEADER, header
+from worker.dlq_read import Coordinates, DlqFilter, DlqReader, dlq_topics
 from worker.observability.redact import Redactor
+from worker.replay_ledger import Ledger
 
 
 @dataclass
@@ -20,6 +23,7 @@ class Group:
     reason: str
     http_status: str
     count: int = 0
+    replayed: int = 0
     first_failed_at: str = ""
     last_failed_at: str = ""
 
@@ -44,12 +48,17 @@ async def inspect(
     settings: Settings, topics: Sequence[str] | None, dlq_filter: DlqFilter, show: int
 ) -> Inspection:
     redactor = Redactor(settings.secrets)
-    reader = DlqReader(settings.kafka, dlq_topics(topics or settings.kafka.topics), None)
-    await reader.start(from_beginning=True)
+    reader = DlqReader(settings.kafka, dlq_topics(topics or settings.kafka.topics))
+    await reader.start()
     result = Inspection()
+    matched: list[tuple[Group, Coordinates]] = []
+    refailed: dict[Coordinates, Coordinates] = {}  # dead letter → its re-failed copy
     try:
         async for record in reader.records():
             result.total += 1
+            parent = Coordinates.parse(header(record.headers, REDRIVE_OF_HEADER))
+            if parent is not None:
+                refailed.setdefault(parent, record.coordinates)
             headers = record.text_headers
             if not dlq_filter.matches(headers, record.key):
                 continue
@@ -62,6 +71,7 @@ async def inspect(
             )
             group = result.groups.setdefault(key, Group(*key))
             group.count += 1
+            matched.append((group, record.coordinates))
             failed = headers.get("dlq.failed_at", "")
             if failed and (not group.first_failed_at or failed < group.first_failed_at):
                 group.first_failed_at = failed
@@ -82,7 +92,37 @@ async def inspect(
                 )
     finally:
         await reader.stop()
+    ledger = Ledger(settings.kafka, settings.kafka.group_id, "inspect", "")
+    try:
+        await ledger.open(create=False)
+    finally:
+        await ledger.close()
+    for group, coordinates in matched:
+        if replay_status(coordinates, ledger, refailed)["replayed"]:
+            group.replayed += 1
+    for shown in result.records:
+        coordinates = Coordinates(shown["topic"], shown["partition"], shown["offset"])
+        shown["replay"] = replay_status(coordinates, ledger, refailed)
     return result
+
+
+def replay_status(
+    coordinates: Coordinates, ledger: Ledger, refailed: Mapping[Coordinates, Coordinates]
+) -> dict[str, Any]:
+    """Whether, when and by which replay a dead letter was redriven, and where it failed again."""
+    done = ledger.done(coordinates)
+    copy = refailed.get(coordinates)
+    return {
+        "replayed": done is not None or copy is not None,
+        "replayed_at": _when(done.at) if done is not None else None,
+        "replay_id": done.replay_id if done is not None else None,
+        "failed_again_as": str(copy) if copy is not None else None,
+    }
+
+
+def _when(epoch: float) -> str:
+    moment = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+    return moment.replace("+00:00", "Z")
 
 
 def _value(value: bytes | None, redactor: Redactor) -> Any:

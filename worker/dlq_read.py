@@ -1,10 +1,10 @@
 """Reading dead-letter topics: filters shared by `dlq inspect` and `replay`, and a bounded reader.
 
-The reader assigns every partition of the selected ``.dlq`` topics (no group join), starts at a
-group's committed position or at the beginning, and stops at the high watermark it saw first:
-records appended while it runs (for instance a replay's own repeat failures) are left for the
-next run. End offsets come from fetch responses (``highwater()``), which Tansu and Kafka both
-report correctly.
+The reader assigns partitions directly (no group join), starts at given offsets or at the
+beginning, and reads up to the high watermark it saw first: records appended while it runs (for
+instance a replay's own repeat failures) are left for the next run. End offsets come from fetch
+responses (``highwater()``), which Tansu and Kafka both report correctly. A partition that stops
+short of that end raises ``ReadIncomplete``: a partial read never passes for a complete one.
 """
 
 from __future__ import annotations
@@ -89,6 +89,30 @@ def dlq_topics(topics: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(t if t.endswith(DLQ_SUFFIX) else t + DLQ_SUFFIX for t in topics))
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class Coordinates:
+    """Where a record sits: ``topic/partition/offset`` identifies one dead letter for good."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+    @classmethod
+    def parse(cls, text: str | bytes | None) -> Coordinates | None:
+        if text is None:
+            return None
+        raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+        topic, _, rest = raw.rpartition("/")
+        topic, _, partition = topic.rpartition("/")
+        try:
+            return cls(topic, int(partition), int(rest)) if topic else None
+        except ValueError:
+            return None
+
+
 @dataclass
 class DlqRecord:
     topic: str
@@ -96,79 +120,98 @@ class DlqRecord:
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, bytes | None]]
+
+    @property
+    def coordinates(self) -> Coordinates:
+        return Coordinates(self.topic, self.partition, self.offset)
 
     @property
     def text_headers(self) -> dict[str, str]:
-        return {k: v.decode("utf-8", "replace") for k, v in self.headers}
+        """Header values as text; a null value reads as the empty string."""
+        return {k: (v or b"").decode("utf-8", "replace") for k, v in self.headers}
 
 
-class DlqReader:
-    """Reads selected dead-letter topics up to the end seen at start."""
+class ReadIncomplete(Exception):
+    """A partition could not be read up to the end offset seen when reading started."""
 
-    def __init__(
-        self, kafka: KafkaSettings, topics: Sequence[str], group_id: str | None = None
-    ) -> None:
+    def __init__(self, behind: Mapping[TopicPartition, tuple[int, int | None]]) -> None:
+        self.behind = dict(behind)
+        parts = ", ".join(
+            f"{tp.topic}[{tp.partition}] at {position} of {'?' if end is None else end}"
+            for tp, (position, end) in sorted(self.behind.items())
+        )
+        super().__init__(f"could not read to the end of {parts}")
+
+
+class PartitionReader:
+    """Reads partitions from given offsets up to the end each had when reading started.
+
+    The end of a partition is the high watermark of the first fetch response for it
+    (``highwater()``): right on Tansu and Kafka alike, where ListOffsets is not. Records
+    appended later are left for the next run. If a partition makes no progress towards its end
+    for ``stall_seconds``, ``records()`` raises ``ReadIncomplete`` instead of returning short.
+    """
+
+    def __init__(self, kafka: KafkaSettings, stall_seconds: float = 30.0) -> None:
         self.kafka = kafka
-        self.topics = list(topics)
-        self.group_id = group_id
-        self.consumer: Any = make_consumer(kafka, group_id)
+        self.stall_seconds = stall_seconds
+        self.consumer: Any = make_consumer(kafka, None)
+        self.partitions: list[TopicPartition] = []
         self.ends: dict[TopicPartition, int] = {}
         self.positions: dict[TopicPartition, int] = {}
         self.start_positions: dict[TopicPartition, int] = {}
-        self.partitions: list[TopicPartition] = []
 
-    async def start(self, *, from_beginning: bool) -> None:
-        await start_with_retry(self.consumer, "dlq reader", self.kafka.unreachable_exit_seconds)
+    async def start(self) -> None:
+        await start_with_retry(self.consumer, "topic reader", self.kafka.unreachable_exit_seconds)
+
+    async def partitions_of(
+        self, topics: Sequence[str], wait: float = 10.0
+    ) -> list[TopicPartition]:
+        """Every partition of ``topics`` the broker knows (topics it does not know are left out)."""
         client = self.consumer._client  # topic metadata for manual assignment
-        for topic in self.topics:
+        for topic in topics:
             client.add_topic(topic)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + wait
+        while True:
             await client.force_metadata_update()
-            known = {t: self.consumer.partitions_for_topic(t) for t in self.topics}
-            if all(known.values()):
+            known = {t: self.consumer.partitions_for_topic(t) for t in topics}
+            if all(known.values()) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.2)
-        self.partitions = [
-            TopicPartition(topic, p)
-            for topic in self.topics
-            for p in sorted(self.consumer.partitions_for_topic(topic) or ())
-        ]
+        return [TopicPartition(t, p) for t in topics for p in sorted(known[t] or ())]
+
+    async def assign(self, starts: Mapping[TopicPartition, int | None]) -> None:
+        """Read these partitions, each from its offset (``None``: from the beginning)."""
+        self.partitions = sorted(starts)
         self.consumer.assign(self.partitions)
-        if not self.partitions:
-            return
-        if from_beginning or self.group_id is None:
-            await self.consumer.seek_to_beginning(*self.partitions)
-        else:
-            for tp in self.partitions:
-                committed = await self.consumer.committed(tp)
-                if committed is None:
-                    await self.consumer.seek_to_beginning(tp)
-                else:
-                    self.consumer.seek(tp, committed)
+        for tp, offset in starts.items():
+            if offset is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)  # before the log start: reset to the earliest
         for tp in self.partitions:
             self.positions[tp] = await self.consumer.position(tp)
         self.start_positions = dict(self.positions)
 
-    async def records(self, settle: float = 1.5) -> AsyncIterator[DlqRecord]:
-        """Every record before the end seen at start, partition by partition in offset order."""
-        quiet_since = time.monotonic()
-        while self.partitions:
+    async def records(self) -> AsyncIterator[DlqRecord]:
+        """Every record before the end seen at start, per partition in offset order."""
+        progress_at = time.monotonic()
+        while not self._done():
             batch = await self.consumer.getmany(timeout_ms=200, max_records=500)
             for tp in self.partitions:
-                highwater = self.consumer.highwater(tp)
-                if highwater is not None:
-                    self.ends.setdefault(tp, highwater)
-            got = False
+                if tp not in self.ends:
+                    highwater = self.consumer.highwater(tp)
+                    if highwater is not None:
+                        self.ends[tp] = highwater
+                        progress_at = time.monotonic()
             for tp, messages in batch.items():
                 end = self.ends.get(tp)
                 for message in messages:
                     if end is not None and message.offset >= end:
-                        self.consumer.pause(tp)
                         break
-                    got = True
                     self.positions[tp] = message.offset + 1
+                    progress_at = time.monotonic()
                     yield DlqRecord(
                         message.topic,
                         message.partition,
@@ -177,10 +220,28 @@ class DlqReader:
                         message.value,
                         list(message.headers or ()),
                     )
-            if got:
-                quiet_since = time.monotonic()
-            if self._done() or time.monotonic() - quiet_since > settle:
-                return
+            for tp in self.partitions:
+                if tp in self.ends and self.positions.get(tp, 0) < self.ends[tp]:
+                    # control records (transactions) advance the position without a record
+                    position = await self.consumer.position(tp)
+                    if position > self.positions.get(tp, 0):
+                        self.positions[tp] = position
+                        progress_at = time.monotonic()
+                if self._partition_done(tp) and tp not in self.consumer.paused():
+                    self.consumer.pause(tp)
+            if time.monotonic() - progress_at > self.stall_seconds:
+                raise ReadIncomplete(
+                    {
+                        tp: (self.positions.get(tp, 0), self.ends.get(tp))
+                        for tp in self.partitions
+                        if not self._partition_done(tp)
+                    }
+                )
+
+    def extend(self, tp: TopicPartition, end: int) -> None:
+        """Read ``tp`` further, up to ``end`` (for a log this process itself appends to)."""
+        self.ends[tp] = max(self.ends.get(tp, 0), end)
+        self.consumer.resume(tp)
 
     @property
     def total(self) -> int | None:
@@ -189,16 +250,25 @@ class DlqReader:
             return None
         return sum(max(0, end - self.start_positions.get(tp, 0)) for tp, end in self.ends.items())
 
-    def _done(self) -> bool:
-        for tp in self.partitions:
-            end = self.ends.get(tp)
-            if end is None or self.positions.get(tp, 0) < end:
-                return False
-        return True
+    def _partition_done(self, tp: TopicPartition) -> bool:
+        end = self.ends.get(tp)
+        return end is not None and self.positions.get(tp, 0) >= end
 
-    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        if offsets and self.group_id is not None:
-            await self.consumer.commit(dict(offsets))
+    def _done(self) -> bool:
+        return all(self._partition_done(tp) for tp in self.partitions)
 
     async def stop(self) -> None:
         await self.consumer.stop()
+
+
+class DlqReader(PartitionReader):
+    """Every partition of the selected dead-letter topics, from the beginning to the end."""
+
+    def __init__(self, kafka: KafkaSettings, topics: Sequence[str]) -> None:
+        super().__init__(kafka)
+        self.topics = list(topics)
+
+    async def start(self) -> None:
+        await super().start()
+        partitions = await self.partitions_of(self.topics)
+        await self.assign(dict.fromkeys(partitions))

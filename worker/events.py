@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 EVENT_TYPES: Final = (
@@ -32,7 +32,8 @@ class LoyaltyEvent:
     """A loyalty event that passed the envelope and per-type JSON Schemas in ``schemas/``.
 
     ``data`` is the validated ``data`` object; unknown extra fields are kept but ignored by the
-    transformers.
+    transformers. ``identifiers`` maps a destination name to that destination's own id for the
+    member (the envelope's optional ``identifiers``); destinations fall back to ``member_id``.
     """
 
     event_id: str
@@ -42,3 +43,4 @@ class LoyaltyEvent:
     member_id: str
     source: str | None
     data: Mapping[str, Any]
+    identifiers: Mapping[str, str] = field(default_factory=dict)

@@ -37,7 +37,16 @@ class Ticket:
 class PartitionProgress:
     """Tickets of one assigned partition, oldest first."""
 
-    __slots__ = ("bytes", "committed", "finished", "next_offset", "position", "revoked", "tickets")
+    __slots__ = (
+        "bytes",
+        "committed",
+        "fetched_to",
+        "finished",
+        "next_offset",
+        "position",
+        "revoked",
+        "tickets",
+    )
 
     def __init__(self) -> None:
         self.tickets: deque[Ticket] = deque()
@@ -47,6 +56,9 @@ class PartitionProgress:
         self.finished = 0  # tickets finished but not yet popped
         self.bytes = 0  # record bytes of the tickets not yet popped
         self.next_offset: int | None = None  # one past the last record consumed
+        # the client's fetch position once everything fetched was tracked: past control
+        # records (transaction markers) and aborted records, which are never handed over
+        self.fetched_to: int | None = None
 
     def track(self, offset: int, size: int = 0) -> Ticket:
         ticket = Ticket(self, offset, size)
@@ -63,6 +75,9 @@ class PartitionProgress:
             self.position = ticket.offset + 1
             self.bytes -= ticket.size
             self.finished -= 1
+        if not tickets and self.fetched_to is not None:
+            # nothing outstanding: every record below the fetch position is finished
+            self.position = max(self.position or 0, self.fetched_to)
         if self.position is None or self.position == self.committed:
             return None
         return self.position

@@ -178,6 +178,7 @@ class DestinationPipeline:
                 )
                 for tp, records in fetched.items():
                     self._ingest(tp, records)
+                await self._note_fetch_positions()
             await self.drain(self.settings.worker.drain_seconds)
         finally:
             for task in background:
@@ -306,6 +307,23 @@ class DestinationPipeline:
             self._dispatch(batch)
 
     # -- hot path ----------------------------------------------------------------------------
+
+    async def _note_fetch_positions(self) -> None:
+        """Remember how far the client fetched, now that every record it returned is tracked.
+
+        Transaction markers and aborted records move the position without being handed over;
+        without this a partition ending in one would never be committed to its end (lag 1).
+        A partition whose rewind failed is skipped: its position may be past lost records.
+        """
+        for tp, progress in list(self.progress.items()):
+            if tp in self.fetcher.unsafe or tp in self.fetcher.failing_since:
+                continue
+            try:
+                position = await self.consumer.position(tp)
+            except Exception:  # revoked meanwhile; the next fetch tells
+                continue
+            if self.progress.get(tp) is progress and tp not in self.fetcher.unsafe:
+                progress.fetched_to = position
 
     def _next_offset(self, tp: TopicPartition) -> int | None:
         progress = self.progress.get(tp)

@@ -63,3 +63,17 @@ def test_install_as_the_dockerfile_does_then_help_and_check(tmp_path: Path) -> N
         check=True,
     )
     assert probe.stdout.strip().endswith("worker/_schemas")
+    # every compression codec Kafka defines can be read (aiokafka's extras, issue 10)
+    codecs = subprocess.run(
+        [
+            str(venv / "bin/python"),
+            "-c",
+            "from aiokafka import codec as c; "
+            "print(c.has_gzip(), c.has_snappy(), c.has_lz4(), c.has_zstd())",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert codecs.stdout.split() == ["True"] * 4, codecs.stdout

@@ -175,7 +175,11 @@ async def test_every_event_type_reaches_braze_and_moengage_and_bad_input_is_dead
     assert first["attributes"] == {**REWARD, "event_id": "e-1"}
     customers = moengage.customers()
     assert next(c["attributes"] for c in customers if "email" in c["attributes"]) == {
-        ("city" if k == "home_city" else k): v for k, v in ENROLL.items()
+        **{("city" if k == "home_city" else k): v for k, v in ENROLL.items()},
+        # MoEngage's standard consent fields, next to the custom ones (issue 12)
+        "moe_unsubscribe": False,
+        "moe_email_optin_status": "OPTIN",
+        "moe_sms_subscription": "OPTOUT",
     }
     assert [c["attributes"] for c in customers if "email" not in c["attributes"]] == [
         {"addValueToArrayField": {"loyalty_audiences": ["vip"]}},

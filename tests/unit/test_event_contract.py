@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
@@ -46,6 +47,14 @@ def _with(**changes: object) -> bytes:
         (b'"just a string"', "not_an_object", "value is a JSON str, not an object"),
         (_with(member_id=""), "missing_member_id", None),
         (_with(member_id=7), "missing_member_id", None),
+        (_with(member_id="."), "schema_violation", None),
+        (_with(member_id=".."), "schema_violation", None),
+        (_with(member_id="m\n"), "schema_violation", None),
+        (_with(member_id="m\x00"), "schema_violation", None),
+        (_with(identifiers={"kognitiv": ".."}), "schema_violation", None),
+        (_with(identifiers={"sessionm": ""}), "schema_violation", None),
+        (_with(identifiers={"Braze": "b-1"}), "schema_violation", None),
+        (_with(identifiers=["b-1"]), "schema_violation", None),
         (_with(event_type="points_moved"), "unknown_event_type", None),
         (
             _with(schema_version=2),
@@ -89,6 +98,21 @@ def test_offer_with_campaign_and_canvas_is_refused() -> None:
         decode(_record(orjson.dumps(offer)))
 
 
+def test_identifiers_are_decoded_and_path_unsafe_audiences_refused() -> None:
+    """identifiers reach the event; an audience of . or .. is refused by the schema."""
+    event = decode(_record(_with(identifiers={"sessionm": "8c1f/2a", "kognitiv": "100234"})))
+    assert event.identifiers == {"sessionm": "8c1f/2a", "kognitiv": "100234"}
+    assert decode(_record(_with())).identifiers == {}
+    audience = orjson.loads(EXAMPLES[0].read_bytes())
+    assert audience["event_type"] == "audience_membership_changed"
+    for bad in (".", "..", "a\tb"):
+        audience["data"]["audience"] = bad
+        with pytest.raises(DecodeError, match=r"data\.audience violates pattern"):
+            decode(_record(orjson.dumps(audience)))
+    audience["data"]["audience"] = "..."
+    assert decode(_record(orjson.dumps(audience))).data["audience"] == "..."
+
+
 def test_unknown_extra_fields_are_allowed() -> None:
     """Extra fields in the envelope and in data do not fail validation."""
     event = decode(_record(_with(extra="x", data={**GOOD["data"], "tier": "gold"})))
@@ -124,46 +148,82 @@ def test_arbitrary_envelopes_only_raise_decode_errors(document: dict[str, object
         decode(_record(orjson.dumps({**GOOD, **document})))
 
 
-@settings(max_examples=200, deadline=None)
+SEGMENT = st.one_of(
+    st.sampled_from(["", ".", "..", "...", "a/b", "%2E%2E", "ü ñ", "a\x00b", "x" * 300]),
+    st.text(min_size=1, max_size=40),
+)
+DATETIME = st.one_of(
+    st.sampled_from(
+        [
+            "0001-01-01T00:00:00+01:00",
+            "9999-12-31T23:59:59-01:00",
+            "2026-11-20T10:00:00z",
+            "2026-12-31T23:59:60+01:00",
+            "2026-11-20T10:00:00.123456+05:45",
+            "2099-01-01T00:00:00Z",
+        ]
+    ),
+    st.datetimes(
+        min_value=datetime(1, 1, 2),  # noqa: DTZ001 (hypothesis wants naive bounds)
+        max_value=datetime(9999, 12, 30),  # noqa: DTZ001
+        timezones=st.integers(-840, 840).map(lambda m: timezone(timedelta(minutes=m))),
+    ).map(datetime.isoformat),
+)
+
+
+def _nest(depth: int, leaf: object) -> object:
+    for _ in range(depth):
+        leaf = {"k": leaf}
+    return leaf
+
+
+@settings(max_examples=300, deadline=None)
 @given(
     event_type=st.sampled_from(
         ["rewards_issued", "member_enrolled", "offer_issued", "audience_membership_changed"]
     ),
-    member=st.text(min_size=1, max_size=300),
-    extra=st.dictionaries(st.text(max_size=300), JSON, max_size=4),
+    member=SEGMENT,
+    audience=SEGMENT,
+    identifiers=st.dictionaries(
+        st.sampled_from(["braze", "moengage", "sessionm", "kognitiv"]), SEGMENT, max_size=4
+    ),
+    occurred_at=DATETIME,
+    extra=st.dictionaries(st.text(max_size=300), JSON | DATETIME, max_size=4),
+    depth=st.integers(0, 200),
+    huge=st.integers(0, 900_000),
 )
 def test_decode_then_transform_raises_only_typed_errors(
-    event_type: str, member: str, extra: dict[str, object]
+    event_type: str,
+    member: str,
+    audience: str,
+    identifiers: dict[str, str],
+    occurred_at: str,
+    extra: dict[str, object],
+    depth: int,
+    huge: int,
 ) -> None:
-    """For any member id and extra data fields, decode+transform raise only the worker's errors."""
+    """Any member id, identifiers, datetime, nesting or size: typed errors or exact URLs only."""
     import random
 
-    from worker.destinations.registry import REGISTRY
+    from tests.unit.destinations.request_checks import assert_urls_exact, requests_for
     from worker.errors import WorkerError
     from worker.sample import make_event
 
     document = make_event(event_type, "m", 1, random.Random(3))
     document["member_id"] = member
-    document["data"] = {**extra, **document["data"]}
-    if event_type == "offer_issued" and isinstance(extra.get("x"), dict):
-        document["data"]["campaign"] = {"custom_data": extra["x"]}
-    settings_by_name = {
-        "braze": {"rest_endpoint": "https://b", "api_key": "k"},
-        "moengage": {"api_endpoint": "https://m", "workspace_id": "w", "api_key": "k"},
-        "sessionm": {"core_endpoint": "https://s", "api_key": "k", "api_secret": "s"},
-        "kognitiv": {"api_base_url": "https://k", "client_id": "c", "client_secret": "s"},
-    }
+    document["occurred_at"] = occurred_at
+    document["identifiers"] = identifiers
+    document["data"] = {**extra, **document["data"], "padding": "p" * huge}
+    if event_type == "offer_issued":
+        document["data"]["campaign"] = {"custom_data": _nest(depth, extra.get("x"))}
+    if event_type == "audience_membership_changed":
+        document["data"]["audience"] = audience
     try:
         event = decode(_record(orjson.dumps(document)))
-        for name, destination in REGISTRY.items():
-            dest_settings = destination.settings_type.model_validate(settings_by_name[name])
-            for item in destination.transform(event, dest_settings):
-                rule = destination.batch_rule(item.group, dest_settings)
-                request = destination.build(item.group, [item], dest_settings)
-                assert request.items == (item,)
-                assert rule.max_items >= 1
+        built = requests_for(event)
     except WorkerError:
-        pass
+        return
+    assert_urls_exact(event, built)
 
 
 def test_shared_decoder_decodes_once_for_all_readers_and_forgets() -> None:

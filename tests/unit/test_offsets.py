@@ -34,3 +34,18 @@ def test_held_ticket_needs_every_release() -> None:
 def test_nothing_consumed_means_nothing_to_commit() -> None:
     """An idle partition has no position to commit."""
     assert PartitionProgress().commit_position() is None
+
+
+def test_the_fetch_position_is_committed_once_nothing_is_outstanding() -> None:
+    """A partition ending in a transaction marker commits past it, but never past open work."""
+    progress = PartitionProgress()
+    first = progress.track(10)
+    progress.fetched_to = 13  # the client skipped a marker at 11 and an aborted record at 12
+    assert progress.commit_position() is None  # offset 10 is still outstanding
+    first.release()
+    assert progress.commit_position() == 13
+    later = progress.track(13)
+    progress.fetched_to = 20
+    assert progress.commit_position() == 13  # not 20: offset 13 is outstanding
+    later.release()
+    assert progress.commit_position() == 20

@@ -195,3 +195,158 @@ async def test_sessionm_and_kognitiv_contracts(sims: Any) -> None:
     async with session.put(member, headers={"Authorization": f"Bearer {token}"}) as resp:
         assert resp.status == 200
     assert simulators.kognitiv.state.members == {"vip": {"m-1"}}
+
+
+async def test_braze_counts_app_id_in_attributes_and_skips_unknown_recipients(sims: Any) -> None:
+    """§6.2: app_id in an attributes object is a defect; existing-only sends skip new users."""
+    simulators, session = sims
+    state = simulators.braze.state
+    track = simulators.braze.url + "/users/track"
+    body = {
+        "attributes": [{"external_id": "m-1", "app_id": "a", "first_name": "A"}],
+        "events": [_event(1, app_id="a")],
+    }
+    assert (await _post(session, track, body, BRAZE_AUTH))[0] == 201
+    assert state.defects == [{"defect": "app_id_in_attributes", "external_id": "m-1"}]
+    state.existing_users = {"m-old"}
+    send = simulators.braze.url + "/campaigns/trigger/send"
+    recipients = [
+        {"external_user_id": "m-old"},
+        {"external_user_id": "m-new"},
+        {"external_user_id": "m-created", "send_to_existing_only": False, "attributes": {"a": 1}},
+    ]
+    status, _, _ = await _post(
+        session, send, {"campaign_id": "c", "recipients": recipients}, BRAZE_AUTH
+    )
+    assert status == 201
+    assert [s["recipient"]["external_user_id"] for s in state.sends()] == ["m-old", "m-created"]
+    assert state.skipped_recipients == ["m-new"]
+    assert "m-created" in state.existing_users
+    missing = [{"external_user_id": "m-x", "send_to_existing_only": False}]
+    status, _, _ = await _post(
+        session, send, {"campaign_id": "c", "recipients": missing}, BRAZE_AUTH
+    )
+    assert status == 400
+
+
+async def test_moengage_objects_datetimes_future_events_and_appkey(sims: Any) -> None:
+    """§6.3: objects refused unless enabled, odd datetimes recorded, future events refused."""
+    simulators, session = sims
+    state = simulators.moengage.state
+    url = simulators.moengage.url + "/v1/transition/sim-workspace"
+    with_object = {"type": "customer", "customer_id": "m-1", "attributes": {"c": {"id": 1}}}
+    status, body, _ = await _post(
+        session, url, {"type": "transition", "elements": [with_object]}, MOE_AUTH
+    )
+    assert (status, body["error"]["attribute"]) == (400, "c")
+    array_op = {
+        "type": "customer",
+        "customer_id": "m-1",
+        "attributes": {"addValueToArrayField": {"loyalty_audiences": ["vip"]}},
+    }
+    assert (await _post(session, url, {"type": "transition", "elements": [array_op]}, MOE_AUTH))[
+        0
+    ] == 200
+    state.object_attributes = True
+    headers = {**MOE_AUTH, "MOE-APPKEY": "sim-workspace"}
+    assert (await _post(session, url, {"type": "transition", "elements": [with_object]}, headers))[
+        0
+    ] == 200
+    assert state.appkey_requests == 1
+    action = {
+        "action": "a",
+        "current_time": "2026-11-20T10:00:00+01:00",
+        "attributes": {
+            "ok": "2026-11-20T09:00:00Z",
+            "day": "2026-11-20",
+            "odd": "2026-11-20 10:00",
+        },
+    }
+    event = {"type": "event", "customer_id": "m-2", "actions": [action]}
+    assert (await _post(session, url, {"type": "transition", "elements": [event]}, MOE_AUTH))[
+        0
+    ] == 200
+    assert sorted(state.string_datetimes) == [
+        ("m-2", "current_time", "2026-11-20T10:00:00+01:00"),
+        ("m-2", "odd", "2026-11-20 10:00"),
+    ]
+    future = {**event, "actions": [{**action, "current_time": "2099-01-01T00:00:00Z"}]}
+    status, body, _ = await _post(
+        session, url, {"type": "transition", "elements": [future]}, MOE_AUTH
+    )
+    assert (status, body["error"]["attribute"]) == (400, "current_time")
+
+
+async def test_sessionm_serves_both_user_paths_and_documented_codes(sims: Any) -> None:
+    """§6.1/§6.4: users/{id} and external/users/{id}, key and per-user error codes."""
+    simulators, session = sims
+    state = simulators.sessionm.state
+    auth = {
+        "Authorization": "Basic "
+        + base64.b64encode(b"sim-sessionm-key:sim-sessionm-secret").decode()
+    }
+    base = simulators.sessionm.url + "/priv/v1/apps/sim-sessionm-key"
+    assert (await _post(session, base + "/users/s-1/tags", {"tags": ["t"]}, auth))[0] == 200
+    assert (await _post(session, base + "/external/users/m-1/tags", {"tags": ["t"]}, auth))[
+        0
+    ] == 200
+    assert [(r["path"], r["user_id"]) for r in state.received] == [
+        ("users", "s-1"),
+        ("external", "m-1"),
+    ]
+    state.known_users = {"s-1"}
+    state.known_external_ids = {"m-1"}
+    status, body, _ = await _post(session, base + "/users/m-1/tags", {"tags": ["t"]}, auth)
+    assert (status, body["errors"]["code"]) == (200, "user_not_found")
+    state.user_errors = {"s-1": "requires_registered_user"}
+    state.uppercase_codes = True
+    status, body, _ = await _post(session, base + "/users/s-1/tags", {"tags": ["t"]}, auth)
+    assert (status, body["errors"]["code"]) == (200, "REQUIRES_REGISTERED_USER")
+    other = simulators.sessionm.url + "/priv/v1/apps/unknown-key/users/s-1/tags"
+    status, body, _ = await _post(session, other, {"tags": ["t"]}, auth)
+    assert (status, body["errors"]["code"]) == (401, "INVALID_API_KEY")
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"sim-sessionm-key:no").decode()}
+    status, body, _ = await _post(session, base + "/users/s-1/tags", {"tags": ["t"]}, wrong)
+    assert (status, body["errors"]["code"]) == (401, "ACCESS_DENIED")
+
+
+async def test_kognitiv_remove_of_a_non_member_is_404_not_a_member(sims: Any) -> None:
+    """A DELETE for someone not in the group answers 404 member_not_in_group (configurable)."""
+    simulators, session = sims
+    base = simulators.kognitiv.url
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": "sim-kognitiv-client",
+        "client_secret": "sim-kognitiv-secret",
+    }
+    async with session.post(base + "/Auth/connect/token", data=form) as resp:
+        bearer = {"Authorization": "Bearer " + (await resp.json())["access_token"]}
+    member = base + "/api/groups/promotionalMember/vip/members/m-1"
+    async with session.delete(member, headers=bearer) as resp:
+        assert (resp.status, await resp.json()) == (404, {"error": "member_not_in_group"})
+    async with session.put(member, headers=bearer) as resp:
+        assert resp.status == 200
+    async with session.delete(member, headers=bearer) as resp:
+        assert resp.status == 200
+    simulators.kognitiv.state.absent_remove_404 = False
+    async with session.delete(member, headers=bearer) as resp:
+        assert resp.status == 200
+    assert [r["op"] for r in simulators.kognitiv.state.received] == ["add", "remove", "remove"]
+
+
+def test_simulators_import_nothing_from_the_worker() -> None:
+    """The fakes check the reference's rules, not the code under test's (issue 12).
+
+    The runner, which only starts them, is left out: it may take the list from the registry.
+    """
+    import ast
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "worker" / "simulators"
+    fakes = ("braze.py", "moengage.py", "sessionm.py", "kognitiv.py", "common.py")
+    for path in (folder / name for name in fakes):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith("worker"), (path.name, node.module)
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("worker") for a in node.names), path.name

@@ -262,9 +262,12 @@ def test_sessionm_tags_call_and_skipped_remove() -> None:
         SESSIONM_SETTINGS,
     )
     request = SESSIONM.build(item.group, [item], SESSIONM_SETTINGS)
-    assert request.url == "https://api-x.ent-sessionm.com/priv/v1/apps/sk%2Fkey/users/m%2F1/tags"
+    # no identifiers.sessionm: member_id is SessionM's external id
+    assert request.url == (
+        "https://api-x.ent-sessionm.com/priv/v1/apps/sk%2Fkey/external/users/m%2F1/tags"
+    )
     assert orjson.loads(request.body or b"") == {"tags": ["vip"], "ttl": 60}
-    assert request.endpoint == "users/tags"
+    assert request.endpoint == "external/tags"
     (plain,) = SESSIONM.transform(
         _event("audience_membership_changed", {"audience": "vip", "action": "add"}),
         SESSIONM_SETTINGS,

@@ -67,8 +67,15 @@ class GuardedFetcher:
         self._isolate_until = 0.0
         self.failing_since: dict[TopicPartition, float] = {}
         self.unreadable: dict[TopicPartition, str] = {}  # reported partitions → last error
+        # partitions whose rewind failed: their position may be past records that were lost
+        self.unsafe: set[TopicPartition] = set()
 
     async def fetch(self, timeout_ms: int, max_records: int) -> Records:
+        if self.unsafe:
+            await self.rewind(list(self.unsafe))
+            if self.unsafe:
+                await asyncio.sleep(_IDLE_SLEEP)
+                return {}
         if self._clock() >= self._isolate_until and not self.failing_since:
             try:
                 return dict(
@@ -113,7 +120,10 @@ class GuardedFetcher:
                     await self._consumer.seek_to_beginning(tp)
                 else:
                     self._consumer.seek(tp, offset)
-            except Exception as exc:  # revoked meanwhile, broker away: the next fetch tells
+                self.unsafe.discard(tp)
+            except Exception as exc:  # revoked meanwhile, broker away: tried again first thing
+                if tp in self._consumer.assignment():
+                    self.unsafe.add(tp)
                 log.warning(
                     "rewind_failed",
                     destination=self._destination,
@@ -176,5 +186,6 @@ class GuardedFetcher:
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
             self.failing_since.pop(tp, None)
+            self.unsafe.discard(tp)
             if self.unreadable.pop(tp, None) is not None:
                 metrics.UNREADABLE_PARTITIONS.remove(self._destination, tp.topic, str(tp.partition))

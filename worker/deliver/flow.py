@@ -1,4 +1,10 @@
-"""Flow control per destination: an adaptive rate limiter and a circuit breaker.
+"""Flow control per destination: adaptive rate limiters per request family and a circuit breaker.
+
+**Families.** A destination's requests fall into families (``worker.destinations.base.Family``)
+that the vendor limits separately, e.g. one family per endpoint group. Each family has its own
+concurrency slots and one limiter per unit it is metered in (requests, items, or the vendor's
+own units such as users and events per minute); a family's limiters learn only from that
+family's responses, so an exhausted window of one family never slows another.
 
 **Limiter.** A token bucket whose rate adapts (AIMD) and that obeys the server:
 
@@ -32,6 +38,8 @@ from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Final
 
+from worker.destinations.base import Family, Meter, Request, per_request
+
 _DECREASE_FACTOR: Final = 0.5
 _DECREASE_INTERVAL: Final = 1.0
 _INCREASE_PER_SECOND: Final = 0.02
@@ -39,7 +47,7 @@ _MIN_FRACTION: Final = 0.01
 # A reset header above this is a Unix timestamp; below it, seconds from now
 # (destination-apis.md §1.4 and §2.6 disagree on which one the APIs send).
 _EPOCH_THRESHOLD: Final = 1_000_000_000
-# never block longer than this on one server hint (Braze's hourly MAU window is the longest)
+# never block longer than this on one server hint (hourly windows are the longest documented)
 _MAX_BLOCK_SECONDS: Final = 3600.0
 _MAX_COOLDOWN_SECONDS: Final = 60.0
 _COOLDOWN_DOUBLINGS: Final = 8.0
@@ -159,6 +167,39 @@ class AdaptiveRateLimiter:
         elapsed = max(0.0, now - self._updated)
         self._tokens = min(self._bucket(rate), self._tokens + elapsed * rate)
         self._updated = now
+
+
+class FamilyFlow:
+    """One request family's concurrency slots and its limiters, one per metered unit."""
+
+    def __init__(self, family: Family, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = family.name
+        self.slots = asyncio.Semaphore(family.concurrency)
+        # a family without meters still gets one limiter: it obeys the server's Retry-After
+        meters = family.meters or (Meter("requests", 0.0, per_request),)
+        self.meters = tuple(meters)
+        self.limiters = tuple(AdaptiveRateLimiter(m.per_second, clock=clock) for m in meters)
+
+    @property
+    def limiter(self) -> AdaptiveRateLimiter:
+        """The first limiter (the rate the metrics show)."""
+        return self.limiters[0]
+
+    async def acquire(self, request: Request) -> None:
+        """Wait until every meter of the family allows ``request``."""
+        for meter, limiter in zip(self.meters, self.limiters, strict=True):
+            await limiter.acquire(meter.cost(request))
+
+    def on_success(self, headers: Mapping[str, str]) -> None:
+        for limiter in self.limiters:
+            limiter.on_success(headers)
+
+    def on_throttled(self, retry_after: float | None) -> bool:
+        """A 429 for this family; True when it lowered the family's rate."""
+        before = [limiter.rate for limiter in self.limiters]
+        for limiter in self.limiters:
+            limiter.on_throttled(retry_after)
+        return any(limiter.rate < rate for limiter, rate in zip(self.limiters, before, strict=True))
 
 
 def rate_window(headers: Mapping[str, str], now: float) -> tuple[float | None, float | None]:

@@ -7,8 +7,8 @@ until it is accepted, refused for good, or out of budget (``max_attempts`` faile
 ``Retry-After`` or ``X-RateLimit-Reset``, however distant) and that wait spends no budget: a
 429 makes lag, never a dead letter. Other retryable failures spend the budget, and the last
 wait is cut to what is left so the request is tried once more before it is given up. Each
-attempt takes, in this order, a concurrency slot, the circuit breaker's admission and a
-rate-limiter token (``worker.deliver.flow``).
+attempt takes, in this order, a concurrency slot of the request's family, the circuit
+breaker's admission and the family's rate-limiter tokens (``worker.deliver.flow``).
 Waiting on an open breaker spends time but no attempts; waiting on refused OAuth credentials
 spends neither, so an outage or a credential problem makes lag, not dead letters.
 """
@@ -19,29 +19,27 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import structlog
 
-from worker.config import DeliverySettings
 from worker.deliver.backoff import backoff_delay
-from worker.deliver.flow import AdaptiveRateLimiter, CircuitBreaker
-from worker.destinations.base import Accepted, Destination, Request, Response
+from worker.deliver.flow import AdaptiveRateLimiter, CircuitBreaker, FamilyFlow
+from worker.destinations.base import (
+    Accepted,
+    DeliverySettings,
+    Destination,
+    DynamicAuth,
+    Request,
+    Response,
+)
 from worker.errors import AuthFailed, DeliveryError, Rejected, Retryable, Throttled
 from worker.observability import metrics
 
 log = structlog.get_logger("worker.deliver")
 
 _AUTH_RETRY_SECONDS = 5.0
-
-
-class DynamicAuth(Protocol):
-    """Credentials fetched at send time (Kognitiv's OAuth token)."""
-
-    async def headers(self) -> Mapping[str, str]: ...
-
-    async def invalidate(self, headers_used: Mapping[str, str]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +72,7 @@ class Sender:
     ) -> None:
         self.destination = destination
         self.name = destination.name
+        self._settings = settings
         self.delivery = delivery
         self._session = session
         self._static_headers = {
@@ -83,14 +82,22 @@ class Sender:
         self._auth = auth
         self._token_rejected = token_rejected
         self._clock = clock
-        self.limiter = AdaptiveRateLimiter(delivery.rate_limit)
+        families = destination.request_families(delivery)
+        self.flows = {family.name: FamilyFlow(family) for family in families}
         self.breaker = CircuitBreaker(
             threshold=delivery.breaker_threshold,
             cooldown=delivery.breaker_cooldown_seconds,
             on_change=self._breaker_changed,
         )
-        self._slots = asyncio.Semaphore(delivery.concurrency)
         self._auth_failing = False
+
+    @property
+    def limiter(self) -> AdaptiveRateLimiter:
+        """The first request family's first limiter (the rate the metrics show)."""
+        return next(iter(self.flows.values())).limiter
+
+    def flow(self, request: Request) -> FamilyFlow:
+        return self.flows[self.destination.family_of(request)]
 
     @property
     def healthy(self) -> bool:
@@ -100,7 +107,7 @@ class Sender:
         """
         return self.breaker.closed and not self._auth_failing
 
-    async def deliver(self, request: Request) -> Result:
+    async def deliver(self, request: Request, *, split: bool = True) -> Result:
         """Send ``request`` until it reaches a final outcome; never raises DeliveryError.
 
         Budgets: ``max_attempts`` counts failed attempts other than 429s (a throttled request is
@@ -115,11 +122,10 @@ class Sender:
         limiter_waits: list[float] = []
         attempts = 0  # HTTP attempts made (dlq.attempts)
         failures = 0  # attempts that count against max_attempts
-        cost = float(len(request.items)) if self.delivery.rate_unit == "items" else 1.0
         while True:
             attempts += 1
             try:
-                accepted, status = await self._admitted_attempt(request, cost, limiter_waits)
+                accepted, status = await self._admitted_attempt(request, limiter_waits)
             except AuthFailed as exc:
                 attempts -= 1
                 self._report_auth(exc)
@@ -127,6 +133,10 @@ class Sender:
                 paused += _AUTH_RETRY_SECONDS
                 continue
             except Rejected as exc:
+                if split and len(request.items) > 1:
+                    budget = self.destination.split_budget(exc.status, self._settings)
+                    if budget > 0:
+                        return await self._split(request, attempts, exc, budget)
                 return self._all_failed(request, attempts, exc.reason, exc)
             except Retryable as exc:
                 if not isinstance(exc, Throttled):
@@ -165,18 +175,19 @@ class Sender:
             )
 
     async def _admitted_attempt(
-        self, request: Request, cost: float, limiter_waits: list[float]
+        self, request: Request, limiter_waits: list[float]
     ) -> tuple[Accepted, int]:
-        """One attempt: a concurrency slot, then the breaker's admission, a rate token, the call.
+        """One attempt: a family slot, then the breaker's admission, rate tokens, the call.
 
         The slot is taken first so that a request parked on the breaker or the limiter cannot
         slip out later without both. The breaker learns the outcome here and only here.
         """
-        async with self._slots:
+        flow = self.flow(request)
+        async with flow.slots:
             probe = await self.breaker.admit()
             try:
                 waiting_since = self._clock()
-                await self.limiter.acquire(cost)
+                await flow.acquire(request)
                 limiter_waits.append(self._clock() - waiting_since)
                 accepted, status = await self._attempt(request)
             except Throttled as exc:
@@ -205,14 +216,14 @@ class Sender:
         )
 
     def _throttled(self, request: Request, exc: Throttled) -> None:
-        before = self.limiter.rate
-        self.limiter.on_throttled(exc.retry_after)
-        if self.limiter.rate < before:
+        flow = self.flow(request)
+        if flow.on_throttled(exc.retry_after):
             log.warning(
                 "rate_limited",
                 destination=self.name,
                 endpoint=request.endpoint,
-                rate=round(self.limiter.rate, 2),
+                family=flow.name,
+                rate=round(flow.limiter.rate, 2),
                 retry_after_s=None if exc.retry_after is None else round(exc.retry_after, 3),
             )
 
@@ -258,8 +269,59 @@ class Sender:
             metrics.HTTP_REQUESTS.labels(self.name, request.endpoint, status_label).inc()
             metrics.HTTP_LATENCY.labels(self.name, request.endpoint).observe(elapsed)
         if 200 <= response.status < 300:
-            self.limiter.on_success(response.headers)
+            self.flow(request).on_success(response.headers)
         return response
+
+    async def _split(self, request: Request, attempts: int, exc: Rejected, budget: int) -> Result:
+        """Bisect a request refused as a whole until the items that cause it are isolated.
+
+        Halves are sent in order (left first, so a member's items keep their order) through
+        :meth:`deliver` without further splitting there; a half refused as a whole the same way
+        is bisected again. At most ``budget`` extra requests: what is still unresolved then is
+        dead-lettered with the refusal it got.
+        """
+        log.info(
+            "bulk_split",
+            destination=self.name,
+            endpoint=request.endpoint,
+            count=len(request.items),
+            status=exc.status,
+            max_requests=budget,
+        )
+        result = Result(attempts=attempts, status=exc.status)
+        await self._bisect(request, 0, exc, [budget], result)
+        if result.failed:
+            result.status = exc.status
+        return result
+
+    async def _bisect(
+        self, request: Request, offset: int, exc: Rejected, budget: list[int], result: Result
+    ) -> None:
+        """Send both halves of ``request`` (refused as a whole with ``exc``), recursing into a
+        half refused the same way; ``offset`` maps its items back to the original request."""
+        items = request.items
+        if len(items) < 2 or budget[0] < 2:
+            failure = Failure(exc.reason, str(exc), exc.status)
+            result.failed.update(dict.fromkeys(range(offset, offset + len(items)), failure))
+            return
+        budget[0] -= 2
+        half = len(items) // 2
+        for start, part in ((offset, items[:half]), (offset + half, items[half:])):
+            sub = self.destination.build(part[0].group, part, self._settings)
+            outcome = await self.deliver(sub, split=False)
+            result.attempts += outcome.attempts
+            if outcome.status is not None and not outcome.failed:
+                result.status = outcome.status
+            refusal = _refused_as_whole(outcome, len(part))
+            if (
+                refusal is not None
+                and len(part) > 1
+                and self.destination.split_budget(refusal.status, self._settings) > 0
+            ):
+                await self._bisect(sub, start, refusal, budget, result)
+                continue
+            for index, failure in outcome.failed.items():
+                result.failed[start + index] = failure
 
     def _all_failed(
         self, request: Request, attempts: int, reason: str, exc: DeliveryError
@@ -294,11 +356,22 @@ class Sender:
         log.warning("circuit_breaker", destination=self.name, state=name)
 
 
+def _refused_as_whole(outcome: Result, count: int) -> Rejected | None:
+    """The permanent refusal a whole request got (every item, one failure), else None."""
+    failures = {id(failure): failure for failure in outcome.failed.values()}
+    if len(outcome.failed) != count or len(failures) != 1:
+        return None
+    (failure,) = failures.values()
+    if failure.reason != Rejected.reason:
+        return None
+    return Rejected(failure.error, status=failure.http_status)
+
+
 def _status_class(status: int | None) -> str:
     return f"{status // 100}xx" if status else "network"
 
 
 def _safe(exc: BaseException) -> str:
-    # aiohttp messages can include the full URL, and SessionM's URL carries the API key
+    # aiohttp messages can include the full URL, and some destinations put a key in the path
     text = str(exc)
     return text.split(" url=")[0][:200] if text else ""

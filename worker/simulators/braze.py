@@ -7,6 +7,13 @@ cap (75 combined by default, or 75 per array), identifier per object, event ``na
 when every object fails. ``/campaigns/trigger/send`` and ``/canvas/trigger/send``: ids (optional
 registry), ≤ 50 recipients, one identifier each, broadcast rules. Rate limits per endpoint
 family with ``X-RateLimit-*`` headers; 429 in either documented header mode.
+
+Section 6.2: ``app_id`` inside an attributes object (a /users/track attributes object or a
+recipient's ``attributes``) is accepted, as Braze does, but counted in ``defects``: it creates a
+custom attribute and costs a data point. ``existing_users`` (None: everyone exists) models
+profiles Braze does not have yet: a recipient left at ``send_to_existing_only`` true who is not
+in it is skipped silently (``skipped_recipients``), one with ``send_to_existing_only: false``
+and ``attributes`` is created first and messaged.
 """
 
 from __future__ import annotations
@@ -52,6 +59,9 @@ class BrazeState(SimulatorState):
     blocked_external_ids: set[str] = field(default_factory=set)
     campaign_ids: set[str] | None = None  # None: any id is known
     canvas_ids: set[str] | None = None
+    existing_users: set[str] | None = None  # None: every external id has a profile
+    skipped_recipients: list[str] = field(default_factory=list)
+    defects: list[dict[str, Any]] = field(default_factory=list)
     windows: dict[str, Window] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -163,6 +173,10 @@ def create_app(state: BrazeState | None = None) -> web.Application:
                 400,
             )
         for array, obj in accepted:
+            if array == "attributes" and "app_id" in obj:
+                state.defects.append(
+                    {"defect": "app_id_in_attributes", "external_id": obj.get("external_id")}
+                )
             state.record({"array": array, "object": obj})
         reply: dict[str, Any] = {"message": "success"}
         for array, objects in arrays.items():
@@ -224,6 +238,15 @@ def create_app(state: BrazeState | None = None) -> web.Application:
                     state, request, body, "attributes required with send_to_existing_only false"
                 )
         for recipient in recipients:
+            user = recipient.get("external_user_id")
+            if recipient.get("send_to_existing_only") is False:
+                if "app_id" in (recipient.get("attributes") or {}):
+                    state.defects.append({"defect": "app_id_in_attributes", "external_id": user})
+                if state.existing_users is not None and isinstance(user, str):
+                    state.existing_users.add(user)
+            elif state.existing_users is not None and user not in state.existing_users:
+                state.skipped_recipients.append(str(user))  # Braze skips them silently
+                continue
             merged = {**properties, **recipient.get(properties_key, {})}
             state.record(
                 {

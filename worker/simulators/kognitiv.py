@@ -4,7 +4,10 @@
 ``client_secret``): 400 ``invalid_client`` on bad credentials, else a bearer token that expires
 after ``token_lifetime`` seconds. ``PUT``/``DELETE /api/groups/promotionalMember/{ref}/members/
 {member}``: 401 on an expired or unknown token, 404 on an unknown group or member, 200 (or 204)
-otherwise; DELETE of a non-member is a no-op success. Tokens can be revoked mid-run.
+otherwise. DELETE of a member who is not in the group (an at-least-once duplicate of a remove)
+answers 404 ``{"error":"member_not_in_group"}`` by default (``absent_remove_404``; §5.4 and
+§6.5 leave the real answer unconfirmed, so a no-op success is a switch away). Tokens can
+be revoked mid-run.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class KognitivState(SimulatorState):
     )
     token_lifetime: float = 3600.0
     success_status: int = 200
+    absent_remove_404: bool = True  # DELETE of a non-member: 404, else a no-op success
     known_groups: set[str] | None = None  # None: every group exists
     known_members: set[str] | None = None  # None: every member exists
     tokens: dict[str, float] = field(default_factory=dict)  # token → expiry (epoch)
@@ -101,6 +105,9 @@ def create_app(state: KognitivState | None = None) -> web.Application:
             return json_response({"error": "member_not_found"}, 404)
         current = state.members.setdefault(group, set())
         operation = "add" if request.method == "PUT" else "remove"
+        if operation == "remove" and member not in current and state.absent_remove_404:
+            state.log(request, 404, 0, 0)
+            return json_response({"error": "member_not_in_group"}, 404)
         if operation == "add":
             current.add(member)
         else:

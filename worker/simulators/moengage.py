@@ -5,19 +5,28 @@ documented 401/409 messages, Content-Type (400/415), empty and malformed bodies 
 (413 over 128 KB, over 100 KB for bulk), element rules (type, customer_id and its blocked list,
 actions, array-field conflicts), per-minute unit limits with lowercase ``x-ratelimit-*``
 headers. Bulk bad elements: ``reject_400`` (default) or ``drop_200``.
+
+Section 6.3: attribute values that are objects are refused (400) unless the workspace has the
+Object data type (``object_attributes``); datetimes not in MoEngage's forms
+(``YYYY-MM-DDTHH:mm:ssZ``, ``YYYY-MM-DD``) are accepted as plain strings, as MoEngage does, and
+recorded in ``string_datetimes``; a future ``current_time`` is refused (``future_events``).
+``MOE-APPKEY`` is accepted and counted (``appkey_requests``), never required. Nothing here
+imports the worker: the rules are written from the reference, not shared with the code under
+test.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 import secrets
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from aiohttp import web
-
-from worker.destinations.moengage.transform import BLOCKED_IDS
 
 from .common import (
     SimulatorState,
@@ -29,6 +38,17 @@ from .common import (
 )
 
 _PLATFORMS = {"ANDROID", "iOS", "web", "TV", "unknown"}
+# §2.1 (MoEngage data-overview): customer_id values MoEngage refuses
+_BLOCKED_IDS = frozenset(
+    {
+        "unknown", "guest", "null", "0", "1", "true", "false", "user_attribute_unique_id", "",
+        "na", "n/a", "''", "dummy_seller_code", "user_id", "id", "customer_id", "uid", "userid",
+        "none", "-2", "-1", "2",
+    }
+)  # fmt: skip
+_LOOKS_LIKE_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+_MOENGAGE_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}Z)?$")
+_ARRAY_OPERATIONS = ("addValueToArrayField", "removeValueFromArrayField")
 
 
 @dataclass
@@ -41,6 +61,11 @@ class MoEngageState(SimulatorState):
     reset_epoch: bool = False
     customer_limit: int = 60_000  # bulk: users and events per minute
     event_limit: int = 60_000
+    object_attributes: bool = False  # the workspace's Object data type (§6.3)
+    future_events: Literal["reject_400", "accept"] = "reject_400"
+    # (customer_id, attribute, value) of datetimes MoEngage would store as plain strings
+    string_datetimes: list[tuple[str, str, str]] = field(default_factory=list)
+    appkey_requests: int = 0
     windows: dict[str, Window] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -103,6 +128,8 @@ def create_app(state: MoEngageState | None = None) -> web.Application:
         if problem is not None:
             state.log(request, problem.status, 0, 0)
             return problem
+        if request.headers.get("MOE-APPKEY"):
+            state.appkey_requests += 1
         if "Content-Type" not in request.headers:
             state.log(request, 400, 0, 0)
             return _fail(400, "Missing header value", "The Content-Type Header is required")
@@ -144,7 +171,7 @@ def create_app(state: MoEngageState | None = None) -> web.Application:
             elements = [document]
         good: list[dict[str, Any]] = []
         for element in elements:
-            error = _element_problem(element, kind if kind != "transition" else None)
+            error = _element_problem(state, element, kind if kind != "transition" else None)
             if error is not None:
                 if kind == "transition" and state.bulk_mode == "drop_200":
                     continue
@@ -158,6 +185,7 @@ def create_app(state: MoEngageState | None = None) -> web.Application:
             state.log(request, 429, len(elements), len(body))
             return throttled()
         for element in good:
+            _note_string_datetimes(state, element)
             if element["type"] == "event":
                 for action in element["actions"]:
                     state.record(
@@ -223,7 +251,9 @@ def _auth_problem(state: MoEngageState, request: web.Request) -> web.Response | 
     return None
 
 
-def _element_problem(element: Any, expected_type: str | None) -> tuple[str, str, str] | None:
+def _element_problem(
+    state: MoEngageState, element: Any, expected_type: str | None
+) -> tuple[str, str, str] | None:
     if not isinstance(element, dict):
         return ("Malformed JSON", "element is not an object", "elements")
     kind = element.get("type")
@@ -240,34 +270,102 @@ def _element_problem(element: Any, expected_type: str | None) -> tuple[str, str,
             "customer_id can not be empty Unicode String",
             "customer_id",
         )
-    if customer_id.strip().lower() in BLOCKED_IDS or len(customer_id.strip()) < 2:
+    if customer_id.strip().lower() in _BLOCKED_IDS or len(customer_id.strip()) < 2:
         return ("InvalidParams", "customer_id is blocked", "customer_id")
     if kind == "event":
-        actions = element.get("actions")
-        if not isinstance(actions, list) or not actions:
-            return ("MissingAttributeError", "actions can not be empty Array", "actions")
-        for action in actions:
-            if (
-                not isinstance(action, dict)
-                or not isinstance(action.get("action"), str)
-                or not action["action"]
-            ):
-                return ("MissingAttributeError", "action is not found in the payload", "action")
-            if "platform" in action and action["platform"] not in _PLATFORMS:
-                return ("AttributeError", "platform is invalid", "platform")
+        problem = _actions_problem(state, element.get("actions"))
+        if problem is not None:
+            return problem
     if kind == "customer":
-        attributes = element.get("attributes", {})
-        if not isinstance(attributes, dict):
-            return ("MissingAttributeError", "attributes is expected to be object", "attributes")
-        added = attributes.get("addValueToArrayField") or {}
-        removed = attributes.get("removeValueFromArrayField") or {}
-        if isinstance(added, dict) and isinstance(removed, dict) and set(added) & set(removed):
+        problem = _customer_problem(state, element.get("attributes", {}))
+        if problem is not None:
+            return problem
+    return None
+
+
+def _actions_problem(state: MoEngageState, actions: Any) -> tuple[str, str, str] | None:
+    if not isinstance(actions, list) or not actions:
+        return ("MissingAttributeError", "actions can not be empty Array", "actions")
+    for action in actions:
+        if (
+            not isinstance(action, dict)
+            or not isinstance(action.get("action"), str)
+            or not action["action"]
+        ):
+            return ("MissingAttributeError", "action is not found in the payload", "action")
+        if "platform" in action and action["platform"] not in _PLATFORMS:
+            return ("AttributeError", "platform is invalid", "platform")
+        if state.future_events == "reject_400" and _is_future(action.get("current_time")):
+            return ("InvalidParams", "future dated events are not accepted", "current_time")
+        problem = _object_problem(state, action.get("attributes", {}))
+        if problem is not None:
+            return problem
+    return None
+
+
+def _customer_problem(state: MoEngageState, attributes: Any) -> tuple[str, str, str] | None:
+    if not isinstance(attributes, dict):
+        return ("MissingAttributeError", "attributes is expected to be object", "attributes")
+    added = attributes.get("addValueToArrayField") or {}
+    removed = attributes.get("removeValueFromArrayField") or {}
+    if isinstance(added, dict) and isinstance(removed, dict) and set(added) & set(removed):
+        return ("ArrayFieldError", "the same attribute cannot be added and removed", "attributes")
+    plain = {k: v for k, v in attributes.items() if k not in _ARRAY_OPERATIONS}
+    return _object_problem(state, plain)
+
+
+def _object_problem(state: MoEngageState, attributes: Any) -> tuple[str, str, str] | None:
+    """Object values (also inside arrays) need the workspace's Object data type (§6.3)."""
+    if not isinstance(attributes, dict) or state.object_attributes:
+        return None
+    for name, value in attributes.items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, dict) for v in values):
             return (
-                "ArrayFieldError",
-                "the same attribute cannot be added and removed",
-                "attributes",
+                "MissingAttributeError",
+                f"{name} is expected to be a string, number, boolean, datetime or array "
+                "(the Object data type is not enabled for this workspace)",
+                str(name),
             )
     return None
+
+
+def _is_future(value: Any) -> bool:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value > time.time() + 5
+    if not isinstance(value, str):
+        return False
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp() > time.time() + 5
+
+
+def _note_string_datetimes(state: MoEngageState, element: dict[str, Any]) -> None:
+    """Record datetimes MoEngage would store as strings (offsets, fractions, no Z)."""
+    customer = str(element.get("customer_id"))
+    sources: list[tuple[str, Any]] = []
+    if element.get("type") == "event":
+        for action in element.get("actions", []):
+            sources.append(("current_time", action.get("current_time")))
+            sources.extend((str(k), v) for k, v in (action.get("attributes") or {}).items())
+    else:
+        sources.extend((str(k), v) for k, v in (element.get("attributes") or {}).items())
+    while sources:
+        name, value = sources.pop()
+        if isinstance(value, dict):
+            sources.extend((f"{name}.{k}", v) for k, v in value.items())
+        elif isinstance(value, list):
+            sources.extend((name, v) for v in value)
+        elif (
+            isinstance(value, str)
+            and _LOOKS_LIKE_DATETIME.match(value)
+            and not _MOENGAGE_DATETIME.match(value)
+        ):
+            state.string_datetimes.append((customer, name, value))
 
 
 def _bad(

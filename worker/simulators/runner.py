@@ -1,8 +1,10 @@
-"""Start the four simulators together: in-process for tests and the demo, or as a server.
+"""Start every registered simulator together: in-process for tests and the demo, or as a server.
 
 ``async with SimulatorSet.start() as sims:`` listens on free loopback ports; ``sims.env()``
-returns the variables that point a worker at them. ``serve()`` runs them until SIGTERM/SIGINT
-for `loyalty-relay simulate` and prints one JSON line with the URLs and variables.
+returns the variables that point a worker at them and ``sims.<name>`` (or ``sims[name]``) is one
+simulator. ``serve()`` runs them until SIGTERM/SIGINT for `loyalty-relay simulate` and prints
+one JSON line with the URLs and variables. The simulators come from
+:data:`worker.simulators.registry.SIMULATORS`.
 """
 
 from __future__ import annotations
@@ -11,22 +13,22 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from . import braze, kognitiv, moengage, sessionm
 from .common import SimulatorState
+from .registry import SIMULATORS
 
 
 @dataclass
 class Simulator:
     name: str
     url: str
-    state: Any  # the simulator's own state class (BrazeState, ...)
+    state: Any  # the simulator's own state class (see the registry)
     runner: web.AppRunner
 
 
@@ -34,39 +36,23 @@ class SimulatorSet:
     def __init__(self, simulators: Mapping[str, Simulator]) -> None:
         self._simulators = dict(simulators)
 
-    @property
-    def braze(self) -> Simulator:
-        return self._simulators["braze"]
+    def __getattr__(self, name: str) -> Simulator:
+        try:
+            return self.__dict__["_simulators"][name]  # type: ignore[no-any-return]
+        except KeyError:
+            raise AttributeError(name) from None
 
-    @property
-    def moengage(self) -> Simulator:
-        return self._simulators["moengage"]
+    def __getitem__(self, name: str) -> Simulator:
+        return self._simulators[name]
 
-    @property
-    def sessionm(self) -> Simulator:
-        return self._simulators["sessionm"]
-
-    @property
-    def kognitiv(self) -> Simulator:
-        return self._simulators["kognitiv"]
-
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Simulator]:
         return iter(self._simulators.values())
 
     def env(self) -> dict[str, str]:
-        return {
-            "BRAZE_REST_ENDPOINT": self.braze.url,
-            "BRAZE_API_KEY": next(iter(sorted(self.braze.state.api_keys)), "sim-braze-key"),
-            "MOENGAGE_API_ENDPOINT": self.moengage.url,
-            "MOENGAGE_WORKSPACE_ID": "sim-workspace",
-            "MOENGAGE_API_KEY": "sim-moengage-key",
-            "SESSIONM_CORE_ENDPOINT": self.sessionm.url,
-            "SESSIONM_API_KEY": "sim-sessionm-key",
-            "SESSIONM_API_SECRET": "sim-sessionm-secret",
-            "KOGNITIV_API_BASE_URL": self.kognitiv.url,
-            "KOGNITIV_CLIENT_ID": "sim-kognitiv-client",
-            "KOGNITIV_CLIENT_SECRET": "sim-kognitiv-secret",
-        }
+        env: dict[str, str] = {}
+        for name, simulator in self._simulators.items():
+            env.update(SIMULATORS[name].env(simulator.url, simulator.state))
+        return env
 
     def summary(self, name: str) -> tuple[int, int]:
         """(accepted items, HTTP requests) at one simulator."""
@@ -84,18 +70,12 @@ class SimulatorSet:
         states: Mapping[str, SimulatorState] | None = None,
     ) -> AsyncIterator[SimulatorSet]:
         states = dict(states or {})
-        factories: dict[str, tuple[Callable[[Any], web.Application], type[SimulatorState]]] = {
-            "braze": (braze.create_app, braze.BrazeState),
-            "moengage": (moengage.create_app, moengage.MoEngageState),
-            "sessionm": (sessionm.create_app, sessionm.SessionMState),
-            "kognitiv": (kognitiv.create_app, kognitiv.KognitivState),
-        }
         started: dict[str, Simulator] = {}
         try:
-            for name, (create_app, state_type) in factories.items():
-                state = states.get(name) or state_type()
+            for name, fake in SIMULATORS.items():
+                state = states.get(name) or fake.state_type()
                 state.rate_limits = rate_limits
-                runner = web.AppRunner(create_app(state), access_log=None)
+                runner = web.AppRunner(fake.create_app(state), access_log=None)
                 await runner.setup()
                 site = web.TCPSite(runner, host, (ports or {}).get(name, 0))
                 await site.start()
@@ -109,15 +89,10 @@ class SimulatorSet:
 
 
 def serve(host: str = "127.0.0.1", port_base: int = 9200, *, rate_limits: bool = True) -> None:
-    """Run all four simulators until SIGTERM/SIGINT (ports base..base+3)."""
+    """Run every simulator until SIGTERM/SIGINT (ports base, base+1, ... in registry order)."""
 
     async def main() -> None:
-        ports = {
-            "braze": port_base,
-            "moengage": port_base + 1,
-            "sessionm": port_base + 2,
-            "kognitiv": port_base + 3,
-        }
+        ports = {name: port_base + index for index, name in enumerate(SIMULATORS)}
         if port_base == 0:
             ports = {}
         async with SimulatorSet.start(host, ports, rate_limits=rate_limits) as sims:

@@ -1,9 +1,16 @@
-"""A SessionM Core simulator: customer tags (destination-apis.md §5.3).
+"""A SessionM Core simulator: customer tags (destination-apis.md §5.3, §6.1, §6.4).
 
-Basic auth over ``api_key:api_secret`` with the key also in the path (401 otherwise). Tags
-need a non-empty ``tags`` list of strings and an optional positive integer ``ttl``; failures
-answer HTTP 200 with ``{"status":"error","errors":{"code":...}}``. Unknown users:
-``user_not_found`` under 200 (default) or HTTP 404.
+Both user paths: ``/priv/v1/apps/{api_key}/users/{user_id}/tags`` (SessionM's own id, known ids
+in ``known_users``) and ``/priv/v1/apps/{api_key}/external/users/{external_id}/tags`` (the
+brand's id, known ids in ``known_external_ids``); None means every id exists. Each recording
+says which path it came through. Basic auth over ``api_key:api_secret`` with the key also in
+the path: an unknown path key answers 401 ``invalid_api_key``, a wrong secret or a header for
+another key 401 ``access_denied``. Tags need a non-empty ``tags`` list of strings and an
+optional positive integer ``ttl``; failures answer HTTP 200 with
+``{"status":"error","errors":{"code":...}}``. Unknown users: ``user_not_found`` under 200
+(default) or HTTP 404. ``user_errors`` scripts any documented code for one id
+(``requires_registered_user``, ``not_found``, ``not_available``...), and ``uppercase_codes``
+answers codes the way the docs' table spells them.
 """
 
 from __future__ import annotations
@@ -32,7 +39,10 @@ class SessionMState(SimulatorState):
     credentials: dict[str, str] = field(
         default_factory=lambda: {"sim-sessionm-key": "sim-sessionm-secret"}
     )
-    known_users: set[str] | None = None  # None: every user exists
+    known_users: set[str] | None = None  # None: every SessionM user id exists
+    known_external_ids: set[str] | None = None  # None: every external id exists
+    user_errors: dict[str, str] = field(default_factory=dict)  # id → error code to answer
+    uppercase_codes: bool = False
     unknown_user_mode: Literal["status_200", "http_404"] = "status_200"
     limit_per_second: int = 0  # SessionM publishes none; optional
     counters: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -50,13 +60,13 @@ class SessionMState(SimulatorState):
             self.known_users = None if users is None else set(users)
 
 
-def _error(code: str, status: int = 200) -> web.Response:
-    return json_response({"status": "error", "errors": {"code": code}}, status)
-
-
 def create_app(state: SessionMState | None = None) -> web.Application:
     state = state or SessionMState()
     app = web.Application()
+
+    def _error(code: str, status: int = 200) -> web.Response:
+        code = code.upper() if state.uppercase_codes else code
+        return json_response({"status": "error", "errors": {"code": code}}, status)
 
     def throttled() -> web.Response:
         return json_response(
@@ -71,6 +81,9 @@ def create_app(state: SessionMState | None = None) -> web.Application:
         if fault is not None:
             return fault
         key = request.match_info["api_key"]
+        if key not in state.credentials:
+            state.log(request, 401, 0, 0)
+            return _error("invalid_api_key", 401)
         if not _authorized(state, request, key):
             state.log(request, 401, 0, 0)
             return _error("access_denied", 401)
@@ -79,7 +92,12 @@ def create_app(state: SessionMState | None = None) -> web.Application:
             state.log(request, 429, 0, len(body))
             return throttled()
         user = request.match_info["user_id"]
-        if state.known_users is not None and user not in state.known_users:
+        path = "external" if "/external/" in request.path else "users"
+        known = state.known_external_ids if path == "external" else state.known_users
+        if user in state.user_errors:
+            state.log(request, 200, 0, len(body))
+            return _error(state.user_errors[user])
+        if known is not None and user not in known:
             state.log(request, 404 if state.unknown_user_mode == "http_404" else 200, 0, len(body))
             return _error("user_not_found", 404 if state.unknown_user_mode == "http_404" else 200)
         tag_list = document.get("tags") if isinstance(document, dict) else None
@@ -97,7 +115,7 @@ def create_app(state: SessionMState | None = None) -> web.Application:
         for tag in tag_list:
             if ttl is None:
                 state.counters[(user, tag)] += 1
-        state.record({"user_id": user, "tags": tag_list, "ttl": ttl})
+        state.record({"user_id": user, "path": path, "tags": tag_list, "ttl": ttl})
         state.log(request, 200, 1, len(body))
         return json_response({"status": "ok"})
 

@@ -1,8 +1,14 @@
-"""Loyalty events → Braze objects and requests (destination-apis.md §1.2, §1.3). Pure.
+"""Loyalty events → Braze objects and requests (destination-apis.md §1.2, §1.3, §6.2). Pure.
 
 Groups: ``users/track`` (attributes and events, up to 75 objects combined and 4 MB),
 ``campaign:<id>`` / ``canvas:<id>`` (trigger sends, up to 50 recipients), and one group per
 broadcast event (``broadcast:<event_id>``: no recipients, one per request).
+
+Identity: ``external_id`` (``external_user_id`` in sends) is ``identifiers.braze`` when the event
+carries it, else ``member_id``. ``app_id`` goes on events only: in an attributes object it
+would create a custom attribute and cost a data point on every write (§6.2). A trigger send for
+an offer that carries ``enrollment`` attributes creates the profile when Braze does not have it
+yet (per recipient ``send_to_existing_only: false`` with those ``attributes``, §1.3).
 """
 
 from __future__ import annotations
@@ -12,13 +18,24 @@ from typing import Any, Final
 
 import orjson
 
-from worker.destinations.base import BatchRule, Item, Request, encode_item
-from worker.errors import TransformError
+from worker.destinations.base import BatchRule, Item, Request
+from worker.destinations.values import (
+    RFC3339,
+    check_nesting,
+    encode,
+    identifier,
+    invalid,
+    utc_datetime,
+)
 from worker.events import LoyaltyEvent
 
 from .config import BrazeSettings
 
+NAME: Final = "braze"
 TRACK: Final = "users/track"
+# Braze documents no depth limit for properties; this keeps every walk and orjson (limit 254)
+# far from trouble while allowing any realistic nesting
+MAX_NESTING: Final = 50
 MAX_STRING: Final = 255
 MAX_NESTED_BYTES: Final = 50 * 1024
 MAX_ITEM_BYTES: Final = 100 * 1024
@@ -68,8 +85,7 @@ def transform(event: LoyaltyEvent, settings: BrazeSettings) -> list[Item]:
         case "member_enrolled":
             # No event_id here: every attribute written costs a Braze data point, and
             # attribute updates are idempotent anyway.
-            attributes = {_ATTRIBUTES[k]: v for k, v in data.items() if k in _ATTRIBUTES}
-            return [_attributes(event, attributes, settings)]
+            return [_attributes(event, _enrollment_attributes(data), settings)]
         case "offer_issued":
             return [_offer(event, settings)]
         case "audience_membership_changed":
@@ -111,12 +127,17 @@ def auth_headers(settings: BrazeSettings) -> dict[str, str]:
     return {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
 
 
+def _external_id(event: LoyaltyEvent, settings: BrazeSettings) -> str:
+    return identifier(event, NAME, required=settings.require_identifier)
+
+
 def _custom_event(
     event: LoyaltyEvent, name: str, properties: dict[str, Any], settings: BrazeSettings
 ) -> Item:
     properties["event_id"] = event.event_id
     _check_properties(properties)
-    payload: dict[str, Any] = {"external_id": event.member_id, "name": name}
+    utc_datetime(event.occurred_at, "occurred_at", NAME)  # Braze cannot take what UTC cannot
+    payload: dict[str, Any] = {"external_id": _external_id(event, settings), "name": name}
     if settings.app_id:
         payload["app_id"] = settings.app_id
     payload["time"] = event.occurred_at
@@ -125,17 +146,28 @@ def _custom_event(
 
 
 def _attributes(event: LoyaltyEvent, fields: dict[str, Any], settings: BrazeSettings) -> Item:
-    payload: dict[str, Any] = {"external_id": event.member_id}
-    if settings.app_id:
-        payload["app_id"] = settings.app_id
+    # no app_id: the attributes object has no such field (it would become a custom attribute)
+    payload: dict[str, Any] = {"external_id": _external_id(event, settings)}
+    _check_attribute_values(fields)
     payload.update(fields)
+    return _item(TRACK, "attributes", payload, event)
+
+
+def _enrollment_attributes(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {_ATTRIBUTES[k]: v for k, v in data.items() if k in _ATTRIBUTES}
+
+
+def _check_attribute_values(fields: Mapping[str, Any]) -> None:
     for key, value in fields.items():
         if isinstance(value, str) and len(value) > MAX_STRING:
-            raise TransformError(
-                f"braze: attribute {key} is over {MAX_STRING} characters",
-                reason="destination_validation",
-            )
-    return _item(TRACK, "attributes", payload, event)
+            raise invalid(NAME, f"attribute {key} is over {MAX_STRING} characters")
+        _check_datetime(key, value)
+
+
+def _check_datetime(name: str, value: Any) -> None:
+    """A datetime value must be one UTC can hold (Braze stores datetimes in UTC)."""
+    if isinstance(value, str) and RFC3339.match(value):
+        utc_datetime(value, str(name)[:40], NAME)
 
 
 def _offer(event: LoyaltyEvent, settings: BrazeSettings) -> Item:
@@ -152,17 +184,24 @@ def _offer(event: LoyaltyEvent, settings: BrazeSettings) -> Item:
     if data.get("broadcast"):
         body = {f"{kind}_id": target, "broadcast": True, property_key: properties}
         return _item(f"broadcast:{event.event_id}", kind, body, event)
-    recipient = {"external_user_id": event.member_id, property_key: properties}
+    recipient: dict[str, Any] = {"external_user_id": _external_id(event, settings)}
+    enrollment = data.get("enrollment")
+    attributes = _enrollment_attributes(enrollment) if isinstance(enrollment, Mapping) else {}
+    if attributes:
+        # a member enrolled moments ago may not exist in Braze yet; with attributes at hand the
+        # send creates (or updates) the profile first instead of skipping them (§1.3, §6.2)
+        _check_attribute_values(attributes)
+        recipient["send_to_existing_only"] = False
+        recipient["attributes"] = attributes
+    recipient[property_key] = properties
     return _item(f"{kind}:{target}", "recipients", recipient, event)
 
 
 def _item(group: str, kind: str, payload: dict[str, Any], event: LoyaltyEvent) -> Item:
-    item = encode_item(group, kind, payload, event, orjson.dumps)
+    item = encode(NAME, group, kind, payload, event)
     if len(item.encoded) > MAX_ITEM_BYTES:
-        raise TransformError(
-            f"braze: one object would be {len(item.encoded)} bytes, over {MAX_ITEM_BYTES}",
-            reason="destination_validation",
-        )
+        size = len(item.encoded)
+        raise invalid(NAME, f"one object would be {size} bytes, over {MAX_ITEM_BYTES}")
     return item
 
 
@@ -172,30 +211,36 @@ def _pick(data: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
 
 def _check_properties(properties: Mapping[str, Any]) -> None:
     """Braze's property rules (§1.2): names 1..255 chars not starting with $, strings ≤ 255."""
+    check_nesting(properties, MAX_NESTING, "properties", NAME)
     nested = False
     for name, value in _walk(properties):
         if not name or len(name) > MAX_STRING or name.startswith("$"):
-            raise TransformError(
-                f"braze: property name {name[:40]!r} is empty, too long or starts with $",
-                reason="destination_validation",
-            )
+            raise invalid(NAME, f"property name {name[:40]!r} is empty, too long or starts with $")
         if isinstance(value, str) and len(value) > MAX_STRING:
-            raise TransformError(
-                f"braze: property {name} is over {MAX_STRING} characters",
-                reason="destination_validation",
-            )
+            raise invalid(NAME, f"property {name[:40]} is over {MAX_STRING} characters")
+        _check_datetime(name, value)
         nested = nested or isinstance(value, dict | list)
-    if nested and len(orjson.dumps(properties)) > MAX_NESTED_BYTES:
-        raise TransformError(
-            "braze: properties with nested values are over 50 KB", reason="destination_validation"
-        )
+    if nested and len(_dumps(properties)) > MAX_NESTED_BYTES:
+        raise invalid(NAME, "properties with nested values are over 50 KB")
 
 
 def _walk(properties: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """Every (name, value) pair, nested objects included (their keys follow the same rules)."""
+    """Every (name, value) pair, nested objects included (their keys follow the same rules).
+
+    Iterative, so nesting depth costs memory, not stack (the depth is bounded before anyway).
+    """
     out: list[tuple[str, Any]] = []
-    for name, value in properties.items():
-        out.append((str(name), value))
-        if isinstance(value, dict):
-            out.extend(_walk(value))
+    stack: list[Mapping[str, Any]] = [properties]
+    while stack:
+        for name, value in stack.pop().items():
+            out.append((str(name), value))
+            if isinstance(value, dict):
+                stack.append(value)
     return out
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise invalid(NAME, f"properties cannot be encoded as JSON ({exc})") from None

@@ -1,13 +1,16 @@
 """Kognitiv Inspire: promotional member groups, with OAuth 2.0 client credentials.
 
-Contract notes: ../shared/reference/destination-apis.md §4 and §5.4 (the REST path and status
-codes are unconfirmed by public sources and follow the Zeotap integration).
+Contract notes: ../shared/reference/destination-apis.md §4, §5.4 and §6.5 (the REST path and
+status codes are unconfirmed by public sources and follow the Zeotap integration). The bearer
+token comes from :class:`~worker.destinations.kognitiv.token.TokenProvider` at send time;
+fetching it is also the ``check --connect`` probe.
 """
 
-from worker.destinations.base import Destination
+from worker.destinations.base import Destination, SendTimeAuth
 
 from . import response, transform
-from .config import KognitivSettings
+from .config import ENVIRONMENT, KognitivDelivery, KognitivSettings
+from .token import TokenProvider
 
 DESTINATION = Destination(
     name="kognitiv",
@@ -17,4 +20,7 @@ DESTINATION = Destination(
     build=transform.build,
     check=response.check,
     event_types=("audience_membership_changed",),
+    environment=ENVIRONMENT,
+    delivery_type=KognitivDelivery,
+    send_time_auth=SendTimeAuth(TokenProvider, response.TokenRejected),
 )

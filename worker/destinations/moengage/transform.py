@@ -1,25 +1,46 @@
-"""Loyalty events → MoEngage bulk ``/v1/transition`` elements (destination-apis.md §2). Pure.
+"""Loyalty events → MoEngage bulk ``/v1/transition`` elements (destination-apis.md §2, §6.3). Pure.
 
 Events become ``event`` elements with one action each; enrollments and audience changes become
 ``customer`` elements. Everything shares one group and is packed within the 100 KB bulk limit.
+
+Values follow what MoEngage stores as typed data (§6.3):
+
+* ``customer_id`` is ``identifiers.moengage`` when the event carries it, else ``member_id``;
+* object values are flattened to dot-joined keys (``campaign.id``) unless the workspace has
+  the Object data type (``MOENGAGE_OBJECT_ATTRIBUTES=true``);
+* every datetime (RFC 3339 strings, ``current_time``) is sent as ``YYYY-MM-DDTHH:mm:ssZ`` in
+  UTC; one that UTC cannot represent is a ``destination_validation`` dead letter;
+* a future-dated event (MoEngage accepts none) gets ``current_time`` clamped to the time of the
+  transform, and keeps its own time as the ``occurred_at`` attribute;
+* consent also goes to MoEngage's standard fields (``moe_unsubscribe``,
+  ``moe_email_optin_status``, ``moe_sms_subscription``), next to the custom ones.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import orjson
-
-from worker.destinations.base import BatchRule, Item, Request, encode_item
-from worker.errors import TransformError
+from worker.destinations.base import BatchRule, Item, Request
+from worker.destinations.values import (
+    RFC3339,
+    check_nesting,
+    encode,
+    identifier,
+    invalid,
+    utc_datetime,
+)
 from worker.events import LoyaltyEvent
 
 from .config import MoEngageSettings
 
+NAME: Final = "moengage"
 GROUP: Final = "transition"
+MOENGAGE_TIME: Final = "%Y-%m-%dT%H:%M:%SZ"
+# how deep an attribute value may nest (flattened or sent as an object)
+MAX_NESTING: Final = 32
 # §2.1: ids MoEngage refuses as customer_id
 BLOCKED_IDS: Final = frozenset(
     {
@@ -41,33 +62,45 @@ _CUSTOMER_ATTRIBUTES: Final[Mapping[str, str]] = {
     "email_subscribe": "email_subscribe",
     "date_joined": "date_joined",
 }
+# event data fields that are not event attributes (Braze routing, the enrollment copy)
+_NOT_ATTRIBUTES: Final = frozenset({"braze_campaign_id", "braze_canvas_id", "enrollment"})
 _ENVELOPE: Final = b'{"type":"transition","elements":[]}'
 
 
-def transform(event: LoyaltyEvent, settings: MoEngageSettings) -> list[Item]:
-    customer_id = event.member_id.strip()
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def transform(
+    event: LoyaltyEvent, settings: MoEngageSettings, now: Callable[[], datetime] = _utcnow
+) -> list[Item]:
+    customer_id = identifier(event, NAME, required=settings.require_identifier).strip()
     if customer_id.lower() in BLOCKED_IDS or len(customer_id) < 2:
-        raise TransformError(
-            "moengage: member_id is on MoEngage's blocked customer_id list or too short",
-            reason="destination_validation",
-        )
+        raise invalid(NAME, "the customer_id is on MoEngage's blocked list or too short")
     data = event.data
     element: dict[str, Any]
     match event.event_type:
         case "rewards_issued" | "offer_issued":
-            attributes = {k: v for k, v in data.items() if not k.startswith("braze_")}
-            attributes["event_id"] = event.event_id
-            _check_names(attributes)
+            fields = {k: v for k, v in data.items() if k not in _NOT_ATTRIBUTES}
+            fields["event_id"] = event.event_id
+            attributes = _attributes(fields, settings)
+            occurred = utc_datetime(event.occurred_at, "occurred_at", NAME)
+            current = now()
+            if occurred > current:  # MoEngage "does not accept any future dated events"
+                attributes["occurred_at"] = occurred.strftime(MOENGAGE_TIME)
+                occurred = current
             action = {
                 "action": event.event_type,
                 "attributes": attributes,
-                "current_time": moengage_time(event.occurred_at),
+                "current_time": occurred.strftime(MOENGAGE_TIME),
             }
             element = {"type": "event", "customer_id": customer_id, "actions": [action]}
         case "member_enrolled":
-            attributes = {
+            fields = {
                 _CUSTOMER_ATTRIBUTES[k]: v for k, v in data.items() if k in _CUSTOMER_ATTRIBUTES
             }
+            attributes = _attributes(fields, settings)
+            attributes.update(_consent(data))
             element = {"type": "customer", "customer_id": customer_id, "attributes": attributes}
         case "audience_membership_changed":
             operation = (
@@ -77,8 +110,10 @@ def transform(event: LoyaltyEvent, settings: MoEngageSettings) -> list[Item]:
             element = {"type": "customer", "customer_id": customer_id, "attributes": attributes}
         case _:
             return []
-    kind = element["type"]
-    return [encode_item(GROUP, kind, element, event, orjson.dumps)]
+    item = encode(NAME, GROUP, element["type"], element, event)
+    if len(item.encoded) + len(_ENVELOPE) > settings.max_body_bytes:
+        raise invalid(NAME, f"one element would be {len(item.encoded)} bytes, over the bulk limit")
+    return [item]
 
 
 def batch_rule(group: str, settings: MoEngageSettings) -> BatchRule:
@@ -95,23 +130,88 @@ def build(group: str, items: Sequence[Item], settings: MoEngageSettings) -> Requ
 
 def auth_headers(settings: MoEngageSettings) -> dict[str, str]:
     raw = f"{settings.workspace_id}:{settings.api_key.get_secret_value()}".encode()
-    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+    # MOE-APPKEY: older docs and RudderStack send it on Data APIs; harmless where unneeded (§6.3)
+    return {
+        "Authorization": "Basic " + base64.b64encode(raw).decode(),
+        "MOE-APPKEY": settings.workspace_id,
+    }
 
 
 def moengage_time(value: str) -> str:
-    """RFC 3339 → ``YYYY-MM-DDTHH:mm:ssZ`` in UTC, the format MoEngage documents (§2.1)."""
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 → ``YYYY-MM-DDTHH:mm:ssZ`` in UTC, the format MoEngage documents (§6.3)."""
+    return utc_datetime(value, "a datetime", NAME).strftime(MOENGAGE_TIME)
 
 
-def _check_names(attributes: Mapping[str, Any]) -> None:
-    for name in attributes:
+def _attributes(fields: Mapping[str, Any], settings: MoEngageSettings) -> dict[str, Any]:
+    """Names checked, objects flattened (unless enabled), datetimes in MoEngage's format."""
+    check_nesting(fields, MAX_NESTING, "attributes", NAME)
+    flat = dict(fields) if settings.object_attributes else _flatten(fields)
+    for name in flat:
         if name.startswith("moe_") or name in ("id", "_id", ""):
-            raise TransformError(
-                f"moengage: attribute name {name!r} is reserved", reason="destination_validation"
-            )
+            raise invalid(NAME, f"attribute name {name[:40]!r} is reserved")
+    return {name: _normalise_times(value) for name, value in flat.items()}
+
+
+def _flatten(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"campaign": {"id": 1}}`` → ``{"campaign.id": 1}``; arrays of scalars stay arrays,
+    objects inside arrays are flattened with their index (``items.0.sku``). Iterative."""
+    flat: dict[str, Any] = {}
+    stack: list[tuple[str, Any]] = [(str(k), v) for k, v in reversed(list(fields.items()))]
+    while stack:
+        name, value = stack.pop()
+        if isinstance(value, dict):
+            children = [(f"{name}.{k}", v) for k, v in value.items()]
+        elif isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
+            children = [(f"{name}.{i}", v) for i, v in enumerate(value)]
+        else:
+            flat[name] = value
+            continue
+        stack.extend(reversed(children))
+    return flat
+
+
+def _normalise_times(value: Any) -> Any:
+    """Every RFC 3339 string in ``value`` (nested ones too) → MoEngage's UTC form. Iterative."""
+    if isinstance(value, str):
+        return moengage_time(value) if RFC3339.match(value) else value
+    if not isinstance(value, dict | list):
+        return value
+    root: list[Any] = [value]
+    stack: list[tuple[Any, Any]] = [(root, 0)]  # (container, key) whose value to rewrite
+    while stack:
+        container, key = stack.pop()
+        current = container[key]
+        if isinstance(current, dict):
+            current = dict(current)
+            container[key] = current
+            stack.extend((current, k) for k in current)
+        elif isinstance(current, list):
+            current = list(current)
+            container[key] = current
+            stack.extend((current, i) for i in range(len(current)))
+        elif isinstance(current, str) and RFC3339.match(current):
+            container[key] = moengage_time(current)
+    return root[0]
+
+
+def _consent(data: Mapping[str, Any]) -> dict[str, Any]:
+    """MoEngage's standard consent fields from the loyalty ones (any opt-out signal wins).
+
+    ``moe_unsubscribe`` (boolean, e-mail) from ``email_subscribe`` / ``email_contact_allowed``;
+    ``moe_email_optin_status`` only for an explicit ``opted_in`` / ``unsubscribed``;
+    ``moe_sms_subscription`` from ``sms_contact_allowed``. The status values follow MoEngage's
+    SMS subscription states (``OPTIN`` / ``OPTOUT``); see the README.
+    """
+    consent: dict[str, Any] = {}
+    subscribe = data.get("email_subscribe")
+    allowed = data.get("email_contact_allowed")
+    if subscribe is not None or isinstance(allowed, bool):
+        consent["moe_unsubscribe"] = subscribe == "unsubscribed" or allowed is False
+    if subscribe == "unsubscribed" or (subscribe == "opted_in" and allowed is False):
+        consent["moe_email_optin_status"] = "OPTOUT"
+    elif subscribe == "opted_in":
+        consent["moe_email_optin_status"] = "OPTIN"
+    sms = data.get("sms_contact_allowed")
+    if isinstance(sms, bool):
+        consent["moe_sms_subscription"] = "OPTIN" if sms else "OPTOUT"
+    return consent

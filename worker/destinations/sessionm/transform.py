@@ -1,8 +1,11 @@
-"""Audience changes → SessionM Core customer tags (destination-apis.md §3.2). Pure.
+"""Audience changes → SessionM Core customer tags (destination-apis.md §3.2, §6.1). Pure.
 
-``add`` → ``POST /priv/v1/apps/{api_key}/users/{member_id}/tags`` with ``{"tags": [audience]}``
-(plus ``ttl`` when given). ``remove`` has no documented call: no item, so the pipeline counts
-and logs it as skipped. One user per call; the pipeline sends calls concurrently.
+``add`` → ``POST /priv/v1/apps/{api_key}/users/{identifiers.sessionm}/tags`` when the event
+carries SessionM's own user id, else ``POST /priv/v1/apps/{api_key}/external/users/{member_id}
+/tags`` (the brand's id is SessionM's external id), with ``{"tags": [audience]}`` (plus ``ttl``
+when given). ``remove`` has no documented call: no item, so the pipeline counts and logs it as
+skipped. One user per call; the pipeline sends calls concurrently. The user segment is checked
+and percent-encoded here, in the transform, so that a bad one is dead-lettered.
 """
 
 from __future__ import annotations
@@ -12,23 +15,29 @@ from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import quote
 
-import orjson
-
-from worker.destinations.base import BatchRule, Item, Request, encode_item
+from worker.destinations.base import BatchRule, Item, Request
+from worker.destinations.values import encode, identifier, path_segment
 from worker.events import LoyaltyEvent
 
 from .config import SessionMSettings
 
-ENDPOINT: Final = "users/tags"
+NAME: Final = "sessionm"
+# item kind → (path below /priv/v1/apps/{api_key}/, endpoint label for logs and metrics)
+PATHS: Final = {"user": ("users", "users/tags"), "external": ("external/users", "external/tags")}
 
 
 def transform(event: LoyaltyEvent, settings: SessionMSettings) -> list[Item]:
-    if event.event_type != "audience_membership_changed" or event.data["action"] != "add":
+    if event.event_type != "audience_membership_changed" or event.data.get("action") != "add":
         return []
-    body: dict[str, Any] = {"tags": [event.data["audience"]]}
+    own = event.identifiers.get(NAME)
+    user = identifier(event, NAME, required=settings.require_identifier)
+    kind = "user" if own else "external"
+    body: dict[str, Any] = {"tags": [event.data.get("audience")]}
     if "ttl_seconds" in event.data:
         body["ttl"] = event.data["ttl_seconds"]
-    return [encode_item(f"user:{event.member_id}", "tags", body, event, orjson.dumps)]
+    # the group carries the checked, encoded path segment to build (one call per item)
+    group = f"{kind}:{path_segment(user, 'user id', NAME)}"
+    return [encode(NAME, group, kind, body, event)]
 
 
 def batch_rule(group: str, settings: SessionMSettings) -> BatchRule:
@@ -37,11 +46,12 @@ def batch_rule(group: str, settings: SessionMSettings) -> BatchRule:
 
 def build(group: str, items: Sequence[Item], settings: SessionMSettings) -> Request:
     (item,) = items
+    kind, _, user = group.partition(":")
+    path, endpoint = PATHS[kind]
     key = quote(settings.api_key.get_secret_value(), safe="")
-    member = quote(item.member_id, safe="")
     base = settings.core_endpoint.rstrip("/")
-    url = f"{base}/priv/v1/apps/{key}/users/{member}/tags"
-    return Request("POST", url, item.encoded, (item,), ENDPOINT)
+    url = f"{base}/priv/v1/apps/{key}/{path}/{user}/tags"
+    return Request("POST", url, item.encoded, (item,), endpoint)
 
 
 def auth_headers(settings: SessionMSettings) -> dict[str, str]:
