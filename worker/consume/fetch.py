@@ -161,11 +161,14 @@ class GuardedFetcher:
         await self._salvage_next(tp)
 
     async def _salvage_next(self, tp: TopicPartition) -> None:
+        if self._salvage is None:
+            return
         offset = self._next_offset(tp)
         if offset is None:
             offset = await self._consumer.committed(tp)
-        if offset is None or self._salvage is None:
-            return
+        if offset is None:  # nothing taken, nothing committed: the log's first record
+            await self._consumer.seek_to_beginning(tp)
+            offset = await self._consumer.position(tp)
         next_offset = await self._salvage(tp, offset)
         if next_offset is not None:
             self._consumer.seek(tp, next_offset)
