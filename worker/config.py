@@ -168,7 +168,7 @@ class WorkerSettings(BaseModel):
     max_buffered_events: int = Field(default=10_000, ge=1)
     # consumed, uncommitted record bytes per destination (key + value); with the record count
     # above it bounds what one destination holds however large the events are
-    max_buffered_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
+    max_buffered_bytes: int = Field(default=8 * 1024 * 1024, ge=1024 * 1024)
     # deeper JSON is a schema_violation: no destination accepts it and encoders recurse on it
     max_nesting_depth: int = Field(default=32, ge=4, le=1000)
     # a partition whose records cannot be fetched this long is reported and then salvaged
