@@ -207,7 +207,9 @@ async def test_429_storm_waits_as_the_server_says_and_dead_letters_nothing(
         waits = [(at, (at // 3) * 3 + 3) for at in throttled]
     else:
         waits = [(at, at + 1.0) for at in throttled]
-    assert len(throttled) >= 3, "the storm produced no 429s"
+    # the worker waits for each reset, so a spent 3-second window yields about one 429; a
+    # 6-second storm spans at least two windows (every request of the other mode is refused)
+    assert len(throttled) >= (2 if mode == "reset" else 3), "the storm produced too few 429s"
     assert _violations(during, waits, grace=0.5) == []
     assert log_events(worker, "rate_limited", destination="braze")
 
