@@ -221,12 +221,11 @@ def _braze_event(
     if properties is not None:
         if not isinstance(properties, dict):
             return draft.reject("schema_violation", "properties", "properties is not an object")
-        clash = [key for key in properties if key in fields]
+        clash = _merge_without_clash(fields, properties)
         if clash:
             return draft.reject(
                 "schema_violation", clash[0], f"{_names(clash)} given twice (also in properties)"
             )
-        fields.update(properties)
     return draft.finish(
         str(name), fields, member="external_id", occurred=("time", "issued_date"), at=received_at
     )
@@ -299,12 +298,11 @@ def _moengage_action(
         return draft.reject("schema_violation", "attributes", "attributes is not an object")
     fields: dict[str, Any] = dict(attributes)
     others = {k: v for k, v in {**shared, **action}.items() if k not in ("action", "attributes")}
-    clash = [key for key in others if key in fields]
+    clash = _merge_without_clash(fields, others)
     if clash:
         return draft.reject(
             "schema_violation", clash[0], f"{_names(clash)} given twice (also in attributes)"
         )
-    fields.update(others)
     return draft.finish(
         str(name), fields, member="customer_id", occurred=("time", "current_time"), at=received_at
     )
@@ -535,3 +533,11 @@ def _properties(event_type: str) -> Mapping[str, Any]:
 
 def _required(event_type: str) -> frozenset[str]:
     return frozenset(_schemas()[event_type].get("required", ()))
+
+
+def _merge_without_clash(fields: dict[str, Any], extra: dict[str, Any]) -> list[str]:
+    """Add ``extra`` to ``fields`` unless a key is in both; return the keys given twice."""
+    clash = [key for key in extra if key in fields]
+    if not clash:
+        fields.update(extra)
+    return clash
