@@ -26,7 +26,7 @@ from typing import Literal, Protocol
 
 import pytest
 
-from worker.embedded_broker import (
+from worker.devtools.embedded_broker import (
     ApacheKafkaBroker,
     EmbeddedBroker,
     ensure_topics,

@@ -24,7 +24,7 @@ def _reset_structlog() -> Iterator[None]:
 @pytest.fixture
 async def simulators() -> AsyncIterator[Any]:
     """The four destination simulators on free loopback ports."""
-    from worker.simulators.runner import SimulatorSet
+    from worker.devtools.simulators.runner import SimulatorSet
 
     async with SimulatorSet.start() as sims:
         yield sims

@@ -85,7 +85,7 @@ def check(config_file: str | None, connect: bool) -> None:
 @click.option("--timeout", default=60.0, show_default=True, help="Give up after this long.")
 def demo(events: int, timeout: float) -> None:
     """Embedded broker + simulators + worker, a realistic sample, and a summary."""
-    from worker.demo import run_demo
+    from worker.devtools.demo import run_demo
 
     raise click.exceptions.Exit(_run_async(run_demo(events=events, timeout=timeout)))
 
@@ -101,7 +101,7 @@ def demo(events: int, timeout: float) -> None:
 @click.option("--no-rate-limits", is_flag=True, help="Turn the simulated rate limits off.")
 def simulate(host: str, port_base: int, no_rate_limits: bool) -> None:
     """Run the four destination simulators until interrupted (for local trials)."""
-    from worker.simulators.runner import serve
+    from worker.devtools.simulators.runner import serve
 
     serve(host=host, port_base=port_base, rate_limits=not no_rate_limits)
 
@@ -112,7 +112,7 @@ def simulate(host: str, port_base: int, no_rate_limits: bool) -> None:
 @click.option("--seed", default=7, show_default=True)
 def produce_sample(count: int, bad: int, seed: int) -> None:
     """Write a realistic sample of every event type (plus some bad ones) to the topics."""
-    from worker.sample import produce_sample as produce
+    from worker.devtools.sample import produce_sample as produce
 
     settings_kafka = _kafka_only()
     asyncio.run(produce(settings_kafka, count=count, bad=bad, seed=seed))
@@ -351,7 +351,7 @@ def bench(
     json_path: str | None,
 ) -> None:
     """Measure the worker against a bare consumer and the one-request-per-event webhooks."""
-    from worker.bench import run_bench
+    from worker.devtools.bench import run_bench
 
     try:
         weights = {k.strip(): float(v) for k, v in (p.split("=") for p in mix.split(","))}

@@ -118,7 +118,7 @@ def _with_librdkafka(bootstrap: str, topic: str, partition: int, codec: str) -> 
 def _with_java(
     bootstrap: str, topic: str, partition: int, codec: str, classes: Path
 ) -> list[Produced]:
-    from worker.embedded_broker import assemble_kafka
+    from worker.devtools.embedded_broker import assemble_kafka
 
     classpath = f"{assemble_kafka()}/*:{classes}"
     source = Path(__file__).parent / "java" / "CodecProducer.java"

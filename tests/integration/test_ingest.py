@@ -25,7 +25,7 @@ import pytest
 
 from tests.integration.harness import worker_env
 from tests.support import REPO, read_all, topic_for, unique_topics, wait_for
-from worker.embedded_broker import EmbeddedBroker, free_port
+from worker.devtools.embedded_broker import EmbeddedBroker, free_port
 from worker.ingest.config import load_ingest_config
 from worker.ingest.service import IngestService
 

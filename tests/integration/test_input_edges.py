@@ -291,7 +291,7 @@ async def test_an_oversized_input_is_dead_lettered_as_a_stub_on_every_broker(
     kafka_bootstrap: str, simulators: Any, worker_factory: Any
 ) -> None:
     """A 2 MB value (too_large) becomes a stub dead letter that fits under the broker's limit."""
-    from worker.embedded_broker import ensure_topics
+    from worker.devtools.embedded_broker import ensure_topics
 
     topic = f"big-{id(simulators)}.rewards"
     # Apache Kafka refuses a 2 MB record unless the topic allows it; the .dlq twin keeps the
@@ -338,7 +338,7 @@ async def test_a_dead_letter_the_broker_refuses_falls_back_to_a_stub_and_then_ha
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    from worker.embedded_broker import ensure_topics
+    from worker.devtools.embedded_broker import ensure_topics
 
     topic = f"refuse-{id(worker_factory)}.rewards"
     await ensure_topics(kafka_bootstrap, [topic], 1)

@@ -15,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.support import REPO, event, produce, read_all, topic_for, unique_topics, wait_for
-from worker.embedded_broker import ensure_topics
+from worker.devtools.embedded_broker import ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from tests.support import REPO, event, produce, read_all, unique_topics, wait_for
-from worker.embedded_broker import ensure_topics
+from worker.devtools.embedded_broker import ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError
 
 from tests.support import REPO
 from worker.config import KafkaSettings
-from worker.embedded_broker import run_in_fresh_loop
+from worker.devtools.embedded_broker import run_in_fresh_loop
 from worker.kafka import FALLBACK_PARTITIONS, TopicsUnavailable, ensure_topics
 
 pytestmark = pytest.mark.integration

@@ -206,8 +206,8 @@ def test_decode_then_transform_raises_only_typed_errors(
     import random
 
     from tests.unit.destinations.request_checks import assert_urls_exact, requests_for
+    from worker.devtools.sample import make_event
     from worker.errors import WorkerError
-    from worker.sample import make_event
 
     document = make_event(event_type, "m", 1, random.Random(3))
     document["member_id"] = member

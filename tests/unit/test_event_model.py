@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from worker.decode import FAST_CHECK_MAX_BYTES, _validators, decode
+from worker.devtools.sample import make_event
 from worker.errors import DecodeError
 from worker.event_model import surely_valid
 from worker.events import EVENT_TYPES, Consumed
-from worker.sample import make_event
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "schemas" / "examples").glob("*.json"))
 

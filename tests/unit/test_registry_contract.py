@@ -32,10 +32,10 @@ from worker.config import (
 from worker.decode import decode
 from worker.destinations.base import Destination, Item, Request, Response
 from worker.destinations.registry import REGISTRY
+from worker.devtools.simulators.registry import SIMULATORS
+from worker.devtools.simulators.runner import SimulatorSet
 from worker.errors import Retryable, Throttled
 from worker.events import Consumed, LoyaltyEvent
-from worker.simulators.registry import SIMULATORS
-from worker.simulators.runner import SimulatorSet
 
 REPO = Path(__file__).resolve().parents[2]
 NAMES = sorted(REGISTRY)
@@ -197,7 +197,7 @@ async def test_every_supported_event_type_is_accepted_by_its_simulator(
     endpoint) is transformed, batched, sent by the real sender and accepted in full; the
     requests cover every request family the destination declares."""
     simulators, session = sims
-    assert name in SIMULATORS, f"{name} has no simulator in worker/simulators/registry.py"
+    assert name in SIMULATORS, f"{name} has no simulator in worker/devtools/simulators/registry.py"
     destination = REGISTRY[name]
     settings = load_settings(environ=simulators.env())
     requests = _requests(destination, settings.destinations[name])
@@ -255,7 +255,7 @@ def test_no_module_outside_destinations_names_a_destination() -> None:
         "worker/check.py",
         "worker/app.py",
         "worker/pipeline.py",
-        "worker/simulators/runner.py",
+        "worker/devtools/simulators/runner.py",
         *(str(p.relative_to(REPO)) for p in (REPO / "worker" / "deliver").glob("*.py")),
     ]
     named = {

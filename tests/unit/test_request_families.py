@@ -22,8 +22,8 @@ from worker.deliver.flow import FamilyFlow
 from worker.destinations.base import DeliverySettings, Family, Item, Meter, Request
 from worker.destinations.moengage.config import customers, events
 from worker.destinations.registry import REGISTRY
+from worker.devtools.simulators.runner import SimulatorSet
 from worker.events import LoyaltyEvent
-from worker.simulators.runner import SimulatorSet
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from worker.config import DeliverySettings
 from worker.deliver.sender import Sender
 from worker.destinations.braze.config import BrazeSettings
 from worker.destinations.registry import REGISTRY
+from worker.devtools.simulators.common import Window
+from worker.devtools.simulators.runner import SimulatorSet
 from worker.events import LoyaltyEvent
-from worker.simulators.common import Window
-from worker.simulators.runner import SimulatorSet
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import aiohttp
 import orjson
 import pytest
 
-from worker.simulators.runner import SimulatorSet
+from worker.devtools.simulators.runner import SimulatorSet
 
 BRAZE_AUTH = {"Authorization": "Bearer sim-braze-key"}
 MOE_AUTH = {
@@ -342,7 +342,7 @@ def test_simulators_import_nothing_from_the_worker() -> None:
     import ast
     from pathlib import Path
 
-    folder = Path(__file__).resolve().parents[2] / "worker" / "simulators"
+    folder = Path(__file__).resolve().parents[2] / "worker" / "devtools" / "simulators"
     fakes = ("braze.py", "moengage.py", "sessionm.py", "kognitiv.py", "common.py")
     for path in (folder / name for name in fakes):
         for node in ast.walk(ast.parse(path.read_text())):

@@ -11,8 +11,8 @@ import pytest
 
 from worker.destinations.kognitiv.config import KognitivSettings
 from worker.destinations.kognitiv.token import TokenProvider
+from worker.devtools.simulators.runner import SimulatorSet
 from worker.errors import AuthFailed
-from worker.simulators.runner import SimulatorSet
 
 
 @pytest.fixture

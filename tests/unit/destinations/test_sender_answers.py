@@ -16,8 +16,8 @@ from worker.destinations.moengage import DESTINATION as MOENGAGE
 from worker.destinations.moengage.config import MoEngageSettings
 from worker.destinations.sessionm import DESTINATION as SESSIONM
 from worker.destinations.sessionm.config import SessionMSettings
+from worker.devtools.simulators.runner import SimulatorSet
 from worker.events import LoyaltyEvent
-from worker.simulators.runner import SimulatorSet
 
 FAST = DeliverySettings(max_attempts=2, backoff_base_seconds=0.01, backoff_cap_seconds=0.02)
 

@@ -386,7 +386,7 @@ def _java() -> str:
 
 _POM: Final = """\
 <?xml version="1.0" encoding="UTF-8"?>
-<!-- Written by worker/embedded_broker.py: only its dependencies matter. -->
+<!-- Written by worker/devtools/embedded_broker.py: only its dependencies matter. -->
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>local.loyalty-relay</groupId>
@@ -413,7 +413,7 @@ def kafka_cache_dir(version: str = KAFKA_VERSION) -> Path:
     root = os.environ.get("RELAY_KAFKA_CACHE")
     if root:
         return Path(root).expanduser() / f"kafka-{version}"
-    checkout = Path(__file__).resolve().parents[1]
+    checkout = Path(__file__).resolve().parents[2]
     if (checkout / "pyproject.toml").is_file():
         return checkout / ".cache" / f"kafka-{version}"
     cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -629,9 +629,9 @@ def _all_led(described: Iterable[dict[str, Any]], wanted: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m worker.embedded_broker {warm-kafka,tansu,kafka}``: warm the cache or run one."""
+    """``python -m worker.devtools.embedded_broker {warm-kafka,tansu,kafka}``: warm or run one."""
     parser = argparse.ArgumentParser(
-        prog="python -m worker.embedded_broker", description=main.__doc__
+        prog="python -m worker.devtools.embedded_broker", description=main.__doc__
     )
     parser.add_argument("action", choices=["warm-kafka", "tansu", "kafka"])
     parser.add_argument("--kafka-version", default=KAFKA_VERSION, help="Apache Kafka version")

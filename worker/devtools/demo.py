@@ -24,14 +24,14 @@ from rich.table import Table
 
 from worker.app import Worker
 from worker.config import load_settings
-from worker.embedded_broker import EmbeddedBroker, free_port
+from worker.devtools.embedded_broker import EmbeddedBroker, free_port
+from worker.devtools.sample import TOPIC_FOR, sample_records
+from worker.devtools.simulators.runner import SimulatorSet
 from worker.ingest.config import load_ingest_config
 from worker.ingest.samples import WebhookSample, webhook_samples
 from worker.ingest.service import IngestService
 from worker.kafka import ensure_topics, make_producer, start_with_retry
 from worker.observability.logging import configure_logging
-from worker.sample import TOPIC_FOR, sample_records
-from worker.simulators.runner import SimulatorSet
 
 BAD_EVENTS = 7
 

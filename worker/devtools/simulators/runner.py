@@ -4,7 +4,7 @@
 returns the variables that point a worker at them and ``sims.<name>`` (or ``sims[name]``) is one
 simulator. ``serve()`` runs them until SIGTERM/SIGINT for `loyalty-relay simulate` and prints
 one JSON line with the URLs and variables. The simulators come from
-:data:`worker.simulators.registry.SIMULATORS`.
+:data:`worker.devtools.simulators.registry.SIMULATORS`.
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from worker.config import KafkaSettings
+from worker.devtools.sample import make_event
 from worker.kafka import ensure_topics, make_consumer, make_producer, start_with_retry
-from worker.sample import make_event
 
 DEFAULT_MIX = {"rewards_issued": 0.60, "offer_issued": 0.25, "member_enrolled": 0.15}
 BASE_TOPICS = {
@@ -65,7 +65,7 @@ async def run_bench(
     async with AsyncExitStack() as stack:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if not bootstrap:
-            from worker.embedded_broker import EmbeddedBroker
+            from worker.devtools.embedded_broker import EmbeddedBroker
 
             broker = await stack.enter_async_context(EmbeddedBroker())
             bootstrap = broker.bootstrap_servers
