@@ -8,8 +8,8 @@ event per destination); then measure end-to-end latency at half the measured rat
 table and, with ``--json``, every figure, and each of issue 13's targets against its figure.
 
 The simulators are the lean ones (:mod:`worker.devtools.simulators.lean`: parse, count, answer)
-unless ``lean_simulators=False``: the strict ones cost more CPU per event than the worker, and
-on a small machine they would take it from the worker being measured.
+unless ``lean_simulators=False``: on a small machine the strict ones' CPU would be taken from the
+worker being measured.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,21 +81,33 @@ async def run_bench(
         await ensure_topics(kafka, topics.values(), 30)
         sims, env = _start_simulators(lean_simulators)
         stack.callback(_stop, sims)
+        phases: dict[str, float] = {}
+        result["phase_seconds"] = phases  # wall time of each phase, to see where a run goes
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("producing", total=events)
-            await _produce(kafka, topics, events, mix, members, progress, task)
+            with _timed(phases, "produce"):
+                await _produce(kafka, topics, events, mix, members, progress, task)
             progress.update(task, description="ceiling: bare consumer", completed=0)
-            result["ceiling_events_per_s"] = await _ceiling(kafka, list(topics.values()), events)
+            with _timed(phases, "ceiling"):
+                result["ceiling_events_per_s"] = await _ceiling(
+                    kafka, list(topics.values()), events
+                )
             progress.update(task, description="minimal aiokafka → aiohttp loop", completed=0)
-            result.update(await _minimal_loop(kafka, list(topics.values()), env, events))
+            with _timed(phases, "minimal_loop"):
+                result.update(await _minimal_loop(kafka, list(topics.values()), env, events))
             progress.update(task, description="worker end to end", completed=0)
-            result.update(await _worker(bootstrap, topics, env, events, sims.pid, progress, task))
+            with _timed(phases, "worker"):
+                result.update(
+                    await _worker(bootstrap, topics, env, events, sims.pid, progress, task)
+                )
             if not skip_baseline:
                 progress.update(task, description="webhook baseline", completed=0)
-                result.update(await _baseline(env, events, mix, members))
+                with _timed(phases, "webhook_baseline"):
+                    result.update(await _baseline(env, events, mix, members))
             progress.update(task, description="latency at full and half load", completed=0)
             full = max(100.0, result["worker_events_per_s"])
-            live = await _live_load(bootstrap, topics, env, [full, full / 2], half_load_seconds)
+            with _timed(phases, "live_load"):
+                live = await _live_load(bootstrap, topics, env, [full, full / 2], half_load_seconds)
             result["latency_full_load_ms"] = live[0]
             result["half_load_events_per_s"] = round(full / 2, 1)
             result["latency_half_load_ms"] = live[1]
@@ -110,6 +122,15 @@ async def run_bench(
     if json_path:
         Path(json_path).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     return result
+
+
+@contextlib.contextmanager
+def _timed(phases: dict[str, float], name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] = round(time.perf_counter() - started, 1)
 
 
 # issue 13's targets: (figure, comparison, bound)

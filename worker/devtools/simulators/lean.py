@@ -1,12 +1,12 @@
 """Lean Braze and MoEngage simulators for `loyalty-relay bench`: parse, count, answer.
 
-The strict simulators check every documented rule and keep every accepted item, which costs
-more CPU per event than the worker spends; on a shared machine the benchmark would then measure
-them as much as the worker. These parse each body (orjson), count what the strict simulator
-would accept (objects, recipients, actions, customer elements), per member too, and answer a
-success with the status and body shape of the real API. No auth, caps, property rules, rate
-limits or faults: only the endpoints the worker calls, for a worker already tested against the
-strict ones. A body that does not parse, or has the wrong shape, gets the API's 400.
+The strict simulators check every documented rule and keep every accepted item; on a small
+machine the CPU that takes is CPU the measured worker does not get. These parse each body
+(orjson), count what the strict simulator would accept (objects, recipients, actions, customer
+elements), per member too, and answer a success with the status and body shape of the real API.
+No auth, caps, property rules, rate limits or faults: only the endpoints the worker calls, for a
+worker already tested against the strict ones. A body that does not parse, or has the wrong
+shape, gets the API's 400.
 
 Control routes: ``GET /_sim/stats`` (the strict simulators' figures), ``POST /_sim/reset`` and
 ``GET /_sim/latencies`` (``{"latencies_ms": [...]}``: acceptance time minus the ``time`` of each
