@@ -177,20 +177,42 @@ async def _produce(
     progress: Progress,
     task: Any,
 ) -> None:
+    """Produce the backlog in whole batches, one per topic partition being filled at a time.
+
+    ``producer.send`` per event cost about 45 µs on top of making the event (1,000,000 took a
+    minute); appending to batches that go out whole costs a few. Keys go to the partition the
+    producer's own partitioner would choose, so each member's events stay in order.
+    """
+    from aiokafka.partitioner import DefaultPartitioner
+
     rng = random.Random(42)
     types = list(mix)
     weights = [mix[t] for t in types]
     producer = make_producer(kafka, linger_ms=20, max_batch_size=1 << 20)
     await start_with_retry(producer, "bench producer", 30)
+    partitioner = DefaultPartitioner()
     try:
+        partitions = {
+            topic: sorted(await producer.partitions_for(topic)) for topic in topics.values()
+        }
+        batches: dict[tuple[str, int], Any] = {}
         futures = []
         for sequence in range(count):
             event_type = rng.choices(types, weights)[0]
             member = f"member-{rng.randrange(members):06d}"
             value = orjson.dumps(make_event(event_type, member, sequence, rng))
-            futures.append(await producer.send(topics[event_type], value, key=member.encode()))
+            topic, key = topics[event_type], member.encode()
+            where = (topic, partitioner(key, partitions[topic], partitions[topic]))
+            batch = batches.get(where)
+            if batch is None or batch.append(key=key, value=value, timestamp=None) is None:
+                if batch is not None:  # full: send it and start the next one
+                    futures.append(await producer.send_batch(batch, topic, partition=where[1]))
+                batch = batches[where] = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
             if sequence % 5000 == 0:
                 progress.update(task, completed=sequence)
+        for (topic, partition), batch in batches.items():
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
