@@ -7,7 +7,7 @@ import sys
 
 
 def test_the_run_command_loads_no_devtools() -> None:
-    """Simulators, the embedded broker, demo, bench and sample data stay out of a worker's process."""
+    """Simulators, embedded broker, demo, bench and sample data stay out of a worker's process."""
     probe = (
         "import sys, worker.cli, worker.app, worker.pipeline, worker.ingest.service;"
         "print(sorted(m for m in sys.modules if m.startswith('worker.devtools')))"
