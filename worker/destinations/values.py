@@ -75,7 +75,10 @@ def utc_datetime(value: str, what: str, destination: str) -> datetime:
     """An RFC 3339 string as an aware datetime in UTC (naive values are taken as UTC)."""
     if isinstance(value, str):
         # RFC 3339 allows a lower-case "z" and a leap second, which Python does not parse
-        value = _LEAP_SECOND.sub("59", value[:-1] + "Z" if value.endswith("z") else value, 1)
+        if value.endswith("z"):
+            value = value[:-1] + "Z"
+        if ":60" in value:  # the leap-second pattern needs this; most values skip the regex
+            value = _LEAP_SECOND.sub("59", value, 1)
     try:
         parsed = datetime.fromisoformat(value)
     except (TypeError, ValueError):
@@ -101,7 +104,10 @@ def check_nesting(value: Any, limit: int, what: str, destination: str) -> None:
             continue
         if depth > limit:
             raise invalid(destination, f"{what} nests deeper than {limit} levels")
-        stack.extend((child, depth + 1) for child in children)
+        # only containers go on the stack: scalars cannot nest, and most values are scalars
+        stack.extend(
+            (child, depth + 1) for child in children if isinstance(child, dict | list | tuple)
+        )
 
 
 def encode(

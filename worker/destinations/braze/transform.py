@@ -211,6 +211,27 @@ def _pick(data: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
 
 def _check_properties(properties: Mapping[str, Any]) -> None:
     """Braze's property rules (§1.2): names 1..255 chars not starting with $, strings ≤ 255."""
+    for name, value in properties.items():
+        if type(name) is not str or isinstance(value, dict | list | tuple):
+            _check_nested_properties(properties)
+            return
+    # flat (the common case): no nesting or size rule applies; the same checks in one pass
+    for name, value in properties.items():
+        _check_property(name, value)
+
+
+def _check_property(name: str, value: Any) -> None:
+    if not name or len(name) > MAX_STRING or name[0] == "$":
+        raise invalid(NAME, f"property name {name[:40]!r} is empty, too long or starts with $")
+    if isinstance(value, str):
+        if len(value) > MAX_STRING:
+            raise invalid(NAME, f"property {name[:40]} is over {MAX_STRING} characters")
+        if RFC3339.match(value):
+            utc_datetime(value, name[:40], NAME)
+
+
+def _check_nested_properties(properties: Mapping[str, Any]) -> None:
+    """:func:`_check_properties` for properties holding objects or arrays (or odd keys)."""
     check_nesting(properties, MAX_NESTING, "properties", NAME)
     nested = False
     for name, value in _walk(properties):

@@ -87,12 +87,12 @@ def transform(
             occurred = utc_datetime(event.occurred_at, "occurred_at", NAME)
             current = now()
             if occurred > current:  # MoEngage "does not accept any future dated events"
-                attributes["occurred_at"] = occurred.strftime(MOENGAGE_TIME)
+                attributes["occurred_at"] = format_time(occurred)
                 occurred = current
             action = {
                 "action": event.event_type,
                 "attributes": attributes,
-                "current_time": occurred.strftime(MOENGAGE_TIME),
+                "current_time": format_time(occurred),
             }
             element = {"type": "event", "customer_id": customer_id, "actions": [action]}
         case "member_enrolled":
@@ -139,7 +139,24 @@ def auth_headers(settings: MoEngageSettings) -> dict[str, str]:
 
 def moengage_time(value: str) -> str:
     """RFC 3339 → ``YYYY-MM-DDTHH:mm:ssZ`` in UTC, the format MoEngage documents (§6.3)."""
-    return utc_datetime(value, "a datetime", NAME).strftime(MOENGAGE_TIME)
+    return format_time(utc_datetime(value, "a datetime", NAME))
+
+
+def format_time(moment: datetime) -> str:
+    """``moment.strftime(MOENGAGE_TIME)`` for a UTC datetime, in about half its time.
+
+    Years before 1000 take strftime itself: it leaves them unpadded on glibc (``5-01-01``).
+    """
+    if moment.year < 1000:
+        return moment.strftime(MOENGAGE_TIME)
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (  # noqa: UP031 (measured: faster than f-string)
+        moment.year,
+        moment.month,
+        moment.day,
+        moment.hour,
+        moment.minute,
+        moment.second,
+    )
 
 
 def _attributes(fields: Mapping[str, Any], settings: MoEngageSettings) -> dict[str, Any]:
@@ -155,6 +172,8 @@ def _attributes(fields: Mapping[str, Any], settings: MoEngageSettings) -> dict[s
 def _flatten(fields: Mapping[str, Any]) -> dict[str, Any]:
     """``{"campaign": {"id": 1}}`` → ``{"campaign.id": 1}``; arrays of scalars stay arrays,
     objects inside arrays are flattened with their index (``items.0.sku``). Iterative."""
+    if all(type(key) is str and not isinstance(v, dict | list) for key, v in fields.items()):
+        return dict(fields)  # nothing to flatten (the common case)
     flat: dict[str, Any] = {}
     stack: list[tuple[str, Any]] = [(str(k), v) for k, v in reversed(list(fields.items()))]
     while stack:
