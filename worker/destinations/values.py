@@ -37,6 +37,7 @@ RFC3339: Final = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:?\d{2})$"
 )
 _LEAP_SECOND: Final = re.compile(r"(?<=\d{2}:\d{2}:)60(?=\D|$)")
+_CONTAINERS: Final = (dict, list, tuple)  # what check_nesting walks into
 
 
 def invalid(destination: str, message: str) -> TransformError:
@@ -93,21 +94,17 @@ def utc_datetime(value: str, what: str, destination: str) -> datetime:
 
 def check_nesting(value: Any, limit: int, what: str, destination: str) -> None:
     """Refuse objects and arrays nested deeper than ``limit`` levels (iterative walk)."""
+    if not isinstance(value, _CONTAINERS):
+        return
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         current, depth = stack.pop()
-        if isinstance(current, dict):
-            children: Any = current.values()
-        elif isinstance(current, list | tuple):
-            children = current
-        else:
-            continue
         if depth > limit:
             raise invalid(destination, f"{what} nests deeper than {limit} levels")
         # only containers go on the stack: scalars cannot nest, and most values are scalars
-        stack.extend(
-            (child, depth + 1) for child in children if isinstance(child, dict | list | tuple)
-        )
+        for child in current.values() if isinstance(current, dict) else current:
+            if isinstance(child, _CONTAINERS):
+                stack.append((child, depth + 1))
 
 
 def encode(

@@ -172,8 +172,14 @@ def _attributes(fields: Mapping[str, Any], settings: MoEngageSettings) -> dict[s
 def _flatten(fields: Mapping[str, Any]) -> dict[str, Any]:
     """``{"campaign": {"id": 1}}`` → ``{"campaign.id": 1}``; arrays of scalars stay arrays,
     objects inside arrays are flattened with their index (``items.0.sku``). Iterative."""
-    if all(type(key) is str and not isinstance(v, dict | list) for key, v in fields.items()):
-        return dict(fields)  # nothing to flatten (the common case)
+    for key, value in fields.items():
+        if type(key) is not str or isinstance(value, dict | list):
+            return _flatten_nested(fields)
+    return dict(fields)  # nothing to flatten (the common case)
+
+
+def _flatten_nested(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`_flatten` for fields holding objects or arrays (or keys that are not strings)."""
     flat: dict[str, Any] = {}
     stack: list[tuple[str, Any]] = [(str(k), v) for k, v in reversed(list(fields.items()))]
     while stack:
