@@ -37,7 +37,9 @@ RFC3339: Final = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:?\d{2})$"
 )
 _LEAP_SECOND: Final = re.compile(r"(?<=\d{2}:\d{2}:)60(?=\D|$)")
-_CONTAINERS: Final = (dict, list, tuple)  # what check_nesting walks into
+# what check_nesting walks into (a tuple of types: an `X | Y` union is built on every call)
+CONTAINERS: Final = (dict, list, tuple)
+_MAPPINGS: Final = (dict, Mapping)
 
 
 def invalid(destination: str, message: str) -> TransformError:
@@ -50,7 +52,9 @@ def identifier(event: LoyaltyEvent, destination: str, *, required: bool) -> str:
     With ``required`` (``<DEST>_REQUIRE_IDENTIFIER=true``) a missing identifier is a
     ``destination_validation`` dead letter whose error text says ``missing_identifier``.
     """
-    own = event.identifiers.get(destination) if isinstance(event.identifiers, Mapping) else None
+    identifiers = event.identifiers
+    # dict first: it is what decoding gives, and far cheaper to test than the ABC
+    own = identifiers.get(destination) if isinstance(identifiers, _MAPPINGS) else None
     if isinstance(own, str) and own:
         return own
     if required:
@@ -94,7 +98,7 @@ def utc_datetime(value: str, what: str, destination: str) -> datetime:
 
 def check_nesting(value: Any, limit: int, what: str, destination: str) -> None:
     """Refuse objects and arrays nested deeper than ``limit`` levels (iterative walk)."""
-    if not isinstance(value, _CONTAINERS):
+    if not isinstance(value, CONTAINERS):
         return
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
@@ -103,7 +107,7 @@ def check_nesting(value: Any, limit: int, what: str, destination: str) -> None:
             raise invalid(destination, f"{what} nests deeper than {limit} levels")
         # only containers go on the stack: scalars cannot nest, and most values are scalars
         for child in current.values() if isinstance(current, dict) else current:
-            if isinstance(child, _CONTAINERS):
+            if isinstance(child, CONTAINERS):
                 stack.append((child, depth + 1))
 
 

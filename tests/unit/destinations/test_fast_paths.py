@@ -130,3 +130,27 @@ def test_braze_flat_property_check_equals_the_general_walk(properties: dict[str,
     assert _outcome(lambda: braze._check_properties(properties)) == _outcome(
         lambda: braze._check_nested_properties(properties)
     )
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.dictionaries(
+        st.one_of(NAMES, st.sampled_from(["moe_x", "id", "_id", "moe_"])),
+        st.one_of(SCALAR, EDGE_STRINGS, VALUES),
+        max_size=6,
+    ),
+    st.booleans(),
+)
+def test_moengage_flat_attributes_equal_the_general_path(
+    fields: dict[str, Any], object_attributes: bool
+) -> None:
+    config = moengage.MoEngageSettings(
+        api_endpoint="https://api-01.moengage.com",
+        workspace_id="WS",
+        api_key="k",
+        object_attributes=object_attributes,
+    )
+    fast = _outcome(lambda: moengage._attributes(fields, config))
+    assert fast == _outcome(lambda: moengage._nested_attributes(fields, config))
+    if fast[0] == "ok":
+        assert list(fast[1]) == list(moengage._nested_attributes(fields, config))

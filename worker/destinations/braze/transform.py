@@ -20,6 +20,7 @@ import orjson
 
 from worker.destinations.base import BatchRule, Item, Request
 from worker.destinations.values import (
+    CONTAINERS,
     RFC3339,
     check_nesting,
     encode,
@@ -212,7 +213,7 @@ def _pick(data: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
 def _check_properties(properties: Mapping[str, Any]) -> None:
     """Braze's property rules (§1.2): names 1..255 chars not starting with $, strings ≤ 255."""
     for name, value in properties.items():
-        if type(name) is not str or isinstance(value, dict | list | tuple):
+        if type(name) is not str or isinstance(value, CONTAINERS):
             _check_nested_properties(properties)
             return
     # flat (the common case): no nesting or size rule applies; the same checks in one pass

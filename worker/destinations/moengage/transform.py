@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from worker.destinations.base import BatchRule, Item, Request
 from worker.destinations.values import (
+    CONTAINERS,
     RFC3339,
     check_nesting,
     encode,
@@ -64,6 +65,7 @@ _CUSTOMER_ATTRIBUTES: Final[Mapping[str, str]] = {
 }
 # event data fields that are not event attributes (Braze routing, the enrollment copy)
 _NOT_ATTRIBUTES: Final = frozenset({"braze_campaign_id", "braze_canvas_id", "enrollment"})
+_NESTS: Final = (dict, list)  # values _flatten may take apart
 _ENVELOPE: Final = b'{"type":"transition","elements":[]}'
 
 
@@ -161,6 +163,21 @@ def format_time(moment: datetime) -> str:
 
 def _attributes(fields: Mapping[str, Any], settings: MoEngageSettings) -> dict[str, Any]:
     """Names checked, objects flattened (unless enabled), datetimes in MoEngage's format."""
+    for name, value in fields.items():
+        if type(name) is not str or isinstance(value, CONTAINERS):
+            return _nested_attributes(fields, settings)
+    # flat (the common case): nothing nests or flattens; names first, as the general path does
+    for name in fields:
+        if name.startswith("moe_") or name in ("id", "_id", ""):
+            raise invalid(NAME, f"attribute name {name[:40]!r} is reserved")
+    return {
+        name: moengage_time(value) if isinstance(value, str) and RFC3339.match(value) else value
+        for name, value in fields.items()
+    }
+
+
+def _nested_attributes(fields: Mapping[str, Any], settings: MoEngageSettings) -> dict[str, Any]:
+    """:func:`_attributes` for fields holding objects or arrays (or keys that are not strings)."""
     check_nesting(fields, MAX_NESTING, "attributes", NAME)
     flat = dict(fields) if settings.object_attributes else _flatten(fields)
     for name in flat:
@@ -173,7 +190,7 @@ def _flatten(fields: Mapping[str, Any]) -> dict[str, Any]:
     """``{"campaign": {"id": 1}}`` → ``{"campaign.id": 1}``; arrays of scalars stay arrays,
     objects inside arrays are flattened with their index (``items.0.sku``). Iterative."""
     for key, value in fields.items():
-        if type(key) is not str or isinstance(value, dict | list):
+        if type(key) is not str or isinstance(value, _NESTS):
             return _flatten_nested(fields)
     return dict(fields)  # nothing to flatten (the common case)
 
