@@ -28,6 +28,7 @@ from worker.destinations.values import (
     invalid,
     utc_datetime,
 )
+from worker.errors import TransformError
 from worker.events import LoyaltyEvent
 
 from .config import BrazeSettings
@@ -212,23 +213,27 @@ def _pick(data: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
 
 def _check_properties(properties: Mapping[str, Any]) -> None:
     """Braze's property rules (§1.2): names 1..255 chars not starting with $, strings ≤ 255."""
-    for name, value in properties.items():
-        if type(name) is not str or isinstance(value, CONTAINERS):
-            _check_nested_properties(properties)
+    try:
+        for name, value in properties.items():
+            if type(name) is not str or isinstance(value, CONTAINERS):
+                break
+            # flat so far: the general walk's checks, inline (most properties are flat)
+            if not name or len(name) > MAX_STRING or name[0] == "$":
+                raise invalid(
+                    NAME, f"property name {name[:40]!r} is empty, too long or starts with $"
+                )
+            if isinstance(value, str):
+                if len(value) > MAX_STRING:
+                    raise invalid(NAME, f"property {name[:40]} is over {MAX_STRING} characters")
+                if RFC3339.match(value):
+                    utc_datetime(value, name[:40], NAME)
+        else:
             return
-    # flat (the common case): no nesting or size rule applies; the same checks in one pass
-    for name, value in properties.items():
-        _check_property(name, value)
-
-
-def _check_property(name: str, value: Any) -> None:
-    if not name or len(name) > MAX_STRING or name[0] == "$":
-        raise invalid(NAME, f"property name {name[:40]!r} is empty, too long or starts with $")
-    if isinstance(value, str):
-        if len(value) > MAX_STRING:
-            raise invalid(NAME, f"property {name[:40]} is over {MAX_STRING} characters")
-        if RFC3339.match(value):
-            utc_datetime(value, name[:40], NAME)
+    except TransformError:
+        # the general walk's nesting rule goes first: only flat properties fail here
+        if not any(type(n) is not str or isinstance(v, CONTAINERS) for n, v in properties.items()):
+            raise
+    _check_nested_properties(properties)
 
 
 def _check_nested_properties(properties: Mapping[str, Any]) -> None:
