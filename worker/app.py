@@ -185,7 +185,8 @@ class Worker:
         limit = self.settings.kafka.unreachable_exit_seconds
         while not stop.is_set():
             try:
-                await asyncio.wait_for(consumer.topics(), timeout=_BROKER_PROBE_SECONDS)
+                async with asyncio.timeout(_BROKER_PROBE_SECONDS):
+                    await consumer.topics()
             except (KafkaError, TimeoutError) as exc:
                 self._broker_ok = False
                 away = time.monotonic() - self._broker_seen

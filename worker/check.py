@@ -96,7 +96,8 @@ async def _probe(console: Console, settings: Settings) -> int:
     problems = 0
     admin = AIOKafkaAdminClient(**connection_options(settings.kafka), request_timeout_ms=10_000)
     try:
-        await asyncio.wait_for(admin.start(), timeout=15)
+        async with asyncio.timeout(15):
+            await admin.start()
         topics = await admin.list_topics()
         missing = [t for t in settings.kafka.topics if t not in topics]
         console.print(

@@ -319,7 +319,8 @@ async def _redrive(
                 if rate:
                     ahead = summary.redriven / rate - (time.monotonic() - started)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), max(0.0, ahead))
+                        async with asyncio.timeout(max(0.0, ahead)):
+                            await stop.wait()
             for _, future in sent:
                 meta = await future
                 key = (meta.topic, meta.partition)

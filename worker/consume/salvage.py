@@ -55,4 +55,5 @@ class SalvageReader:
     async def close(self) -> None:
         if self._consumer is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._consumer.stop(), _STOP_TIMEOUT)
+                async with asyncio.timeout(_STOP_TIMEOUT):
+                    await self._consumer.stop()

@@ -320,4 +320,5 @@ class CircuitBreaker:
     async def _wait(self, seconds: float) -> None:
         changed = self._changed
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), timeout=max(0.01, seconds))
+            async with asyncio.timeout(max(0.01, seconds)):
+                await changed.wait()

@@ -183,9 +183,8 @@ class IngestService:
         while True:
             await asyncio.sleep(_PROBE_SECONDS)
             try:
-                await asyncio.wait_for(
-                    self._producer.client.fetch_all_metadata(), timeout=_PROBE_SECONDS
-                )
+                async with asyncio.timeout(_PROBE_SECONDS):
+                    await self._producer.client.fetch_all_metadata()
             except (KafkaError, TimeoutError) as exc:
                 if self._broker_ok:
                     log.warning("broker_unreachable", error=str(exc) or "timeout")

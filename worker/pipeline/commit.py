@@ -156,7 +156,8 @@ class Committer:
                 return
             try:
                 # bounded: with the broker gone aiokafka waits for a coordinator forever
-                await asyncio.wait_for(self.consumer.commit(offsets), KAFKA_CALL_TIMEOUT)
+                async with asyncio.timeout(KAFKA_CALL_TIMEOUT):
+                    await self.consumer.commit(offsets)
             except (KafkaError, TimeoutError) as exc:
                 log.warning("commit_failed", destination=self.name, error=str(exc) or "timeout")
                 return
@@ -169,7 +170,8 @@ class Committer:
         """Commit every interval, or at once when asked (``soon``); then ``report`` gauges."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.soon.wait(), timeout=COMMIT_INTERVAL)
+                async with asyncio.timeout(COMMIT_INTERVAL):
+                    await self.soon.wait()
             self.soon.clear()
             await self.commit()
             self.report_lag()

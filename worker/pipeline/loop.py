@@ -212,7 +212,8 @@ class DestinationPipeline:
 
     async def stop(self) -> None:
         try:
-            await asyncio.wait_for(self.consumer.stop(), KAFKA_CALL_TIMEOUT)
+            async with asyncio.timeout(KAFKA_CALL_TIMEOUT):
+                await self.consumer.stop()
         except (KafkaError, TimeoutError) as exc:
             log.warning("consumer_stop_failed", destination=self.name, error=str(exc) or "timeout")
 
