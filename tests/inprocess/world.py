@@ -203,6 +203,7 @@ class World:
     async def stop_all(self) -> None:
         for replica in list(self.replicas.values()):
             replica.stop.set()
+        self.log.wake()
         for replica in list(self.replicas.values()):
             await replica.task
             await replica.pipeline.stop()

@@ -65,11 +65,15 @@ class MemoryLog:
         records = self.records.setdefault(tp, [])
         offset = len(records)
         records.append(MemoryRecord(tp.topic, tp.partition, offset, key, value, tuple(headers)))
+        self.wake()
+        return offset
+
+    def wake(self) -> None:
+        """End every fetch's wait now (a test stopping its pipelines needs no fetch timeout)."""
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
-        return offset
 
     async def appended(self, timeout: float) -> None:
         """Return when a record is appended, or after ``timeout`` seconds."""
