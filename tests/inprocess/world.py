@@ -269,7 +269,7 @@ class World:
                     f"commit of {tp.partition}@{offset} passes unsettled offsets {missing[:5]}"
                 )
 
-    async def settle(self, timeout: float = 30.0) -> None:
+    async def settle(self, timeout: float = 10.0) -> None:
         """Wait until every record is settled and no replica holds unfinished work."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -284,6 +284,7 @@ class World:
             await asyncio.sleep(0.005)
         unsettled = {(a.tp, a.offset) for a in self.ledger} - self.settled()
         raise AssertionError(
+            "\n".join(self.violations[:5]) + "\n"  # a commit past unsettled work comes first
             f"not settled after {timeout:.0f} s: {len(unsettled)} records, e.g. "
             f"{sorted((tp.partition, o) for tp, o in unsettled)[:5]}; steps: {self.steps}"
         )
