@@ -99,11 +99,14 @@ def demo(events: int, timeout: float) -> None:
     help="Braze, MoEngage, SessionM, Kognitiv on base..base+3.",
 )
 @click.option("--no-rate-limits", is_flag=True, help="Turn the simulated rate limits off.")
-def simulate(host: str, port_base: int, no_rate_limits: bool) -> None:
+@click.option(
+    "--lean", is_flag=True, help="Braze and MoEngage only, parse-count-answer (for bench)."
+)
+def simulate(host: str, port_base: int, no_rate_limits: bool, lean: bool) -> None:
     """Run the four destination simulators until interrupted (for local trials)."""
     from worker.devtools.simulators.runner import serve
 
-    serve(host=host, port_base=port_base, rate_limits=not no_rate_limits)
+    serve(host=host, port_base=port_base, rate_limits=not no_rate_limits, lean=lean)
 
 
 @cli.command("produce-sample")
@@ -340,6 +343,11 @@ def replay(
 @click.option("--partitions", default=6, show_default=True)
 @click.option("--half-load-seconds", default=10.0, show_default=True)
 @click.option("--skip-baseline", is_flag=True)
+@click.option(
+    "--strict-simulators",
+    is_flag=True,
+    help="Measure against the strict simulators (the tests' ones) instead of the lean ones.",
+)
 @click.option("--json", "json_path", default=None, help="Write every figure to this file.")
 def bench(
     events: int,
@@ -348,6 +356,7 @@ def bench(
     partitions: int,
     half_load_seconds: float,
     skip_baseline: bool,
+    strict_simulators: bool,
     json_path: str | None,
 ) -> None:
     """Measure the worker against a bare consumer and the one-request-per-event webhooks."""
@@ -367,6 +376,7 @@ def bench(
             partitions=partitions,
             half_load_seconds=half_load_seconds,
             skip_baseline=skip_baseline,
+            lean_simulators=not strict_simulators,
             json_path=json_path,
         )
     )

@@ -86,3 +86,9 @@ class AuthFailed(DeliveryError):
     """The destination refused our credentials; deliveries pause until they work again."""
 
     reason = "auth_failed"
+
+
+def describe(exc: BaseException) -> str:
+    """A short, value-free description of an exception (for logs and dead letters)."""
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -29,6 +29,12 @@ FIELDS = {
     "half_load_events_per_s",
     "worker_peak_rss_mb",
     "worker_cpu_seconds_per_1000_events",
+    "simulator_cpu_seconds_per_1000_events",
+    "minimal_loop_events_per_s",
+    "worker_to_minimal_loop_ratio",
+    "backlog_events_waiting",
+    "phase_seconds",
+    "targets",
 }
 
 
@@ -64,3 +70,14 @@ def test_bench_smoke(tmp_path: Path, kafka_bootstrap: str) -> None:
     for name in ("latency_full_load_ms", "latency_half_load_ms"):
         assert set(result[name]) == {"p50", "p95", "p99"}
     assert 0 < result["braze_objects_per_request"] <= 75
+    assert result["simulators"] == "lean"
+    assert result["simulator_cpu_seconds_per_1000_events"] > 0
+    assert result["backlog_events_waiting"] == 3000
+    assert set(result["targets"]) == {
+        "worker_cpu_seconds_per_1000_events",
+        "worker_to_minimal_loop_ratio",
+        "latency_half_load_ms.p99",
+        "worker_peak_rss_mb",
+    }
+    for target in result["targets"].values():
+        assert isinstance(target["met"], bool) and target["value"] > 0

@@ -3,7 +3,7 @@
 from aiokafka import TopicPartition
 
 from worker.consume.consumer import Consumer, RebalanceListener, consumed
-from worker.consume.fetch import GuardedFetcher, describe
+from worker.consume.fetch import GuardedFetcher
 
 __all__ = [
     "Consumer",
@@ -11,5 +11,4 @@ __all__ = [
     "RebalanceListener",
     "TopicPartition",
     "consumed",
-    "describe",
 ]

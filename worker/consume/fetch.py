@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
 import structlog
 from aiokafka import TopicPartition
 
+from worker.consume.consumer import consumed
+from worker.errors import describe
+from worker.events import Consumed
 from worker.observability import metrics
 
 log = structlog.get_logger("worker.consume")
@@ -35,14 +38,8 @@ _ISOLATE_SECONDS = 30.0  # fetch one partition at a time this long after the las
 _IDLE_SLEEP = 0.05
 _SALVAGE_TIMEOUT_MS = 5_000
 
-Records = Mapping[TopicPartition, Sequence[Any]]
+Records = Mapping[TopicPartition, list[Consumed]]
 Salvage = Callable[[TopicPartition, int], Coroutine[Any, Any, Any | None]]
-
-
-def describe(exc: BaseException) -> str:
-    """A short, value-free description of a client error (for logs and dead letters)."""
-    text = str(exc).splitlines()[0][:200] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class GuardedFetcher:
@@ -78,9 +75,8 @@ class GuardedFetcher:
                 return {}
         if self._clock() >= self._isolate_until and not self.failing_since:
             try:
-                return dict(
-                    await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-                )
+                got = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+                return {tp: list(map(consumed, messages)) for tp, messages in got.items()}
             except Exception as exc:
                 log.warning("fetch_failed", destination=self._destination, error=describe(exc))
                 await self.rewind(self._consumer.assignment())
@@ -89,7 +85,7 @@ class GuardedFetcher:
         return await self._fetch_one_by_one(max_records)
 
     async def _fetch_one_by_one(self, max_records: int) -> Records:
-        fetched: dict[TopicPartition, Sequence[Any]] = {}
+        fetched: dict[TopicPartition, list[Consumed]] = {}
         paused = self._consumer.paused()
         for tp in sorted(self._consumer.assignment()):
             if tp in paused or max_records <= 0:
@@ -102,7 +98,7 @@ class GuardedFetcher:
                 continue
             records = got.get(tp)
             if records:
-                fetched[tp] = records
+                fetched[tp] = list(map(consumed, records))
                 max_records -= len(records)
                 self._recovered(tp)
         if not fetched:
@@ -185,6 +181,13 @@ class GuardedFetcher:
                 destination=self._destination,
                 partition=f"{tp.topic}:{tp.partition}",
             )
+
+    def problem(self) -> str | None:
+        """The partitions reported unreadable, for ``/readyz``; None if there are none."""
+        if not self.unreadable:
+            return None
+        parts = ", ".join(sorted(f"{tp.topic}:{tp.partition}" for tp in self.unreadable))
+        return f"unreadable partitions {parts}"
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:

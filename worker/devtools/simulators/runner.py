@@ -4,7 +4,8 @@
 returns the variables that point a worker at them and ``sims.<name>`` (or ``sims[name]``) is one
 simulator. ``serve()`` runs them until SIGTERM/SIGINT for `loyalty-relay simulate` and prints
 one JSON line with the URLs and variables. The simulators come from
-:data:`worker.devtools.simulators.registry.SIMULATORS`.
+:data:`worker.devtools.simulators.registry.SIMULATORS`; with ``lean=True`` only Braze and
+MoEngage start, in their lean form (:mod:`worker.devtools.simulators.lean`, for `bench`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import orjson
 from aiohttp import web
 
 from .common import SimulatorState
+from .lean import LEAN, LeanState
 from .registry import SIMULATORS
 
 
@@ -51,7 +53,10 @@ class SimulatorSet:
     def env(self) -> dict[str, str]:
         env: dict[str, str] = {}
         for name, simulator in self._simulators.items():
-            env.update(SIMULATORS[name].env(simulator.url, simulator.state))
+            state = simulator.state
+            if isinstance(state, LeanState):  # accepts any key: give the strict defaults
+                state = SIMULATORS[name].state_type()
+            env.update(SIMULATORS[name].env(simulator.url, state))
         return env
 
     def summary(self, name: str) -> tuple[int, int]:
@@ -68,14 +73,23 @@ class SimulatorSet:
         *,
         rate_limits: bool = True,
         states: Mapping[str, SimulatorState] | None = None,
+        lean: bool = False,
     ) -> AsyncIterator[SimulatorSet]:
         states = dict(states or {})
         started: dict[str, Simulator] = {}
         try:
             for name, fake in SIMULATORS.items():
-                state = states.get(name) or fake.state_type()
-                state.rate_limits = rate_limits
-                runner = web.AppRunner(fake.create_app(state), access_log=None)
+                app: web.Application
+                if lean:
+                    if name not in LEAN:
+                        continue
+                    state: Any = LeanState(name)
+                    app = LEAN[name](state)
+                else:
+                    state = states.get(name) or fake.state_type()
+                    state.rate_limits = rate_limits
+                    app = fake.create_app(state)
+                runner = web.AppRunner(app, access_log=None)
                 await runner.setup()
                 site = web.TCPSite(runner, host, (ports or {}).get(name, 0))
                 await site.start()
@@ -88,14 +102,16 @@ class SimulatorSet:
                 await simulator.runner.cleanup()
 
 
-def serve(host: str = "127.0.0.1", port_base: int = 9200, *, rate_limits: bool = True) -> None:
+def serve(
+    host: str = "127.0.0.1", port_base: int = 9200, *, rate_limits: bool = True, lean: bool = False
+) -> None:
     """Run every simulator until SIGTERM/SIGINT (ports base, base+1, ... in registry order)."""
 
     async def main() -> None:
         ports = {name: port_base + index for index, name in enumerate(SIMULATORS)}
         if port_base == 0:
             ports = {}
-        async with SimulatorSet.start(host, ports, rate_limits=rate_limits) as sims:
+        async with SimulatorSet.start(host, ports, rate_limits=rate_limits, lean=lean) as sims:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
