@@ -74,9 +74,10 @@ class Batcher:
         """Mark a batch finished, place the items parked on it; return batches that sealed."""
         batch.finished = True
         self.items_waiting -= len(batch.items)
-        for item in batch.items:
-            if self._last_for_member.get(item.member_id) is batch:
-                del self._last_for_member[item.member_id]
+        last_for_member = self._last_for_member
+        for member in batch.kinds:  # every member with an item here, once
+            if last_for_member.get(member) is batch:
+                del last_for_member[member]
         sealed: list[Batch] = []
         parked, batch.parked = batch.parked, []
         batch.parked_members = {}
@@ -129,29 +130,33 @@ class Batcher:
         return sum(len(b.items) for b in self._open.values())
 
     def _place(self, item: Item) -> list[Batch]:
-        sealed: list[Batch] = []
         member = item.member_id
-        previous = self._last_for_member.get(member)
         batch = self._open.get(item.group)
+        previous = self._last_for_member.get(member)
         if previous is not None and (
-            previous.parked_members.get(member, 0) > 0
-            or not (previous is batch and batch.kinds.get(member) == item.kind and batch.fits(item))
+            previous is not batch
+            or previous.parked_members.get(member, 0) > 0  # never overtake an earlier parked item
+            or batch.kinds.get(member) != item.kind
+            or not batch.fits(item)
         ):
-            previous.parked.append(item)  # never overtake an earlier parked item
-            previous.parked_members[member] = (
-                previous.parked_members.get(member, 0) + 1
-            )  # wait for the member's unfinished batch
-            return sealed
+            # wait for the member's unfinished batch
+            previous.parked.append(item)
+            previous.parked_members[member] = previous.parked_members.get(member, 0) + 1
+            return []
+        sealed: list[Batch] = []
         if batch is not None and not batch.fits(item):
             sealed.append(self._seal(batch))
             batch = None
         if batch is None:
             batch = self._new(item.group)
-        batch.items.append(item)
-        batch.size += len(item.encoded) + batch.rule.per_item_overhead
-        batch.kinds.setdefault(member, item.kind)
+        items = batch.items
+        items.append(item)
+        rule = batch.rule
+        batch.size += len(item.encoded) + rule.per_item_overhead
+        if member not in batch.kinds:
+            batch.kinds[member] = item.kind
         self._last_for_member[member] = batch
-        if len(batch.items) >= batch.rule.max_items:
+        if len(items) >= rule.max_items:
             sealed.append(self._seal(batch))
         return sealed
 

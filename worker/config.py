@@ -137,7 +137,9 @@ class KafkaSettings(BaseModel):
     ssl_key_password: SecretStr | None = None
     session_timeout_ms: int = Field(default=10_000, ge=6_000)
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
-    fetch_max_bytes: int = Field(default=16_777_216, ge=1024)
+    # bounds aiokafka's prefetch per consumer (one per destination): with 16 MiB a worker with
+    # 1,000,000 events waiting peaked at 268-273 MiB RSS, with 4 MiB at 243 MiB (bench)
+    fetch_max_bytes: int = Field(default=4_194_304, ge=1024)
     max_partition_fetch_bytes: int = Field(default=1_048_576, ge=1024)
     # give up (exit 1) when the broker stays unreachable this long
     unreachable_exit_seconds: float = Field(default=300.0, gt=0)

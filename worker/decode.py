@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import zlib
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -165,6 +167,11 @@ class SharedDecoder:
     record values (a lagging pipeline then simply decodes again), so memory stays bounded.
     Values over ``max_entry_bytes`` are not kept at all: their decoded form can weigh twenty
     times their bytes, and each reader decoding them again costs little at their rarity.
+
+    In a backlog the pipelines drift further apart than the cache holds. For that case it also
+    remembers, per partition and offset, a CRC-32 of each value that decoded to an event (4
+    bytes each): a reader arriving later at the same bytes parses them again but skips the
+    validation, the larger part of the cost.
     """
 
     def __init__(
@@ -184,16 +191,19 @@ class SharedDecoder:
         # OrderedDict: popping the oldest entry is O(1) (a dict's first key is not, after
         # many deletions at its front)
         self._entries: OrderedDict[tuple[str, int, int], list[Any]] = OrderedDict()
+        self._valid: dict[tuple[str, int], ValidRecords] = {}
 
     def decode(self, record: Consumed) -> LoyaltyEvent:
         size = len(record.value or b"")
-        if self._readers <= 1 or size > self._max_entry_bytes:
+        if self._readers <= 1:
             return decode(record, self._max_depth)
+        if size > self._max_entry_bytes:
+            return self._decode_or_parse(record)
         key = (record.topic, record.partition, record.offset)
         entry = self._entries.get(key)
         if entry is None:
             try:
-                result: LoyaltyEvent | DecodeError = decode(record, self._max_depth)
+                result: LoyaltyEvent | DecodeError = self._decode_or_parse(record)
             except DecodeError as exc:
                 result = exc
             while self._entries and (
@@ -211,3 +221,56 @@ class SharedDecoder:
         if isinstance(result, DecodeError):
             raise result
         return result
+
+    def _decode_or_parse(self, record: Consumed) -> LoyaltyEvent:
+        """Decode ``record``; only parse it when another reader found these bytes valid."""
+        value = record.value or b""
+        fingerprint = zlib.crc32(value) or 1
+        seen = self._valid.get((record.topic, record.partition))
+        if seen is None:
+            seen = self._valid[(record.topic, record.partition)] = ValidRecords()
+        elif seen.holds(record.offset, fingerprint):
+            return _event(orjson.loads(value))
+        event = decode(record, self._max_depth)
+        seen.add(record.offset, fingerprint)
+        return event
+
+
+class ValidRecords:
+    """One partition's records that decoded to an event: a CRC-32 of each value, by offset.
+
+    A window of consecutive offsets, 4 bytes each, at most ``max_offsets`` (the oldest go
+    first); 0 marks an offset not known to be valid. Offsets before the window are not
+    taken (a lagging or rewound reader), and one far past its end starts a new window.
+    """
+
+    def __init__(self, max_offsets: int = 1 << 16, max_gap: int = 4096) -> None:
+        self._base = 0
+        self._fingerprints = array("I")
+        self._max_offsets = max_offsets
+        self._max_gap = max_gap
+
+    def holds(self, offset: int, fingerprint: int) -> bool:
+        index = offset - self._base
+        return 0 <= index < len(self._fingerprints) and self._fingerprints[index] == fingerprint
+
+    def add(self, offset: int, fingerprint: int) -> None:
+        """Remember ``fingerprint`` (not 0, below 2**32) for ``offset``."""
+        fingerprints = self._fingerprints
+        index = offset - self._base
+        if 0 <= index < len(fingerprints):
+            fingerprints[index] = fingerprint
+            return
+        if not fingerprints or index > len(fingerprints) + self._max_gap:
+            self._base, self._fingerprints = offset, array("I", [fingerprint])
+            return
+        if index < 0:
+            return
+        gap = index - len(fingerprints)
+        if gap:
+            fingerprints.frombytes(bytes(gap * fingerprints.itemsize))
+        fingerprints.append(fingerprint)
+        if len(fingerprints) > self._max_offsets:
+            dropped = len(fingerprints) - self._max_offsets * 3 // 4
+            del fingerprints[:dropped]
+            self._base += dropped

@@ -194,3 +194,41 @@ async def test_three_replicas_sigtermed_together_exit_in_bounded_time(
     for destination in DESTINATIONS:
         check_delivery(ledger, arrivals(simulators, destination), destination).assert_ok()
     no_tracebacks(*pool, last)
+
+
+async def test_sigterm_while_starting_against_a_broker_that_never_answers_exits_at_once(
+    tmp_path: Any,
+) -> None:
+    """Starting waits on the broker for minutes; a SIGTERM meanwhile ends the process at once.
+
+    The "broker" accepts connections and never answers, so every start step would wait for
+    its own timeouts (KAFKA_UNREACHABLE_EXIT_SECONDS, 300 s by default).
+    """
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+        "KAFKA_TOPICS": "loyalty.rewards_issued",
+        "BRAZE_API_KEY": "test-key-never-logged",
+        "BRAZE_REST_ENDPOINT": "http://127.0.0.1:9",
+    }
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        await wait_for(lambda: bool(accepted), 30, "the worker to connect to the broker")
+        await asyncio.sleep(1.0)
+        started = time.monotonic()
+        code = await worker.stop(timeout=60)
+        took = time.monotonic() - started
+    finally:
+        if worker.process.poll() is None:
+            worker.kill()
+        server.close()
+    assert code == 0, worker.logs()[-2000:]
+    assert took < 10, f"exited {took:.1f} s after SIGTERM"
+    stopped = [line for line in worker.log_lines() if line.get("event") == "stopped"]
+    assert stopped and "while starting" in stopped[-1].get("note", ""), worker.logs()[-2000:]

@@ -37,6 +37,9 @@ RFC3339: Final = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:?\d{2})$"
 )
 _LEAP_SECOND: Final = re.compile(r"(?<=\d{2}:\d{2}:)60(?=\D|$)")
+# what check_nesting walks into (a tuple of types: an `X | Y` union is built on every call)
+CONTAINERS: Final = (dict, list, tuple)
+_MAPPINGS: Final = (dict, Mapping)
 
 
 def invalid(destination: str, message: str) -> TransformError:
@@ -49,7 +52,9 @@ def identifier(event: LoyaltyEvent, destination: str, *, required: bool) -> str:
     With ``required`` (``<DEST>_REQUIRE_IDENTIFIER=true``) a missing identifier is a
     ``destination_validation`` dead letter whose error text says ``missing_identifier``.
     """
-    own = event.identifiers.get(destination) if isinstance(event.identifiers, Mapping) else None
+    identifiers = event.identifiers
+    # dict first: it is what decoding gives, and far cheaper to test than the ABC
+    own = identifiers.get(destination) if isinstance(identifiers, _MAPPINGS) else None
     if isinstance(own, str) and own:
         return own
     if required:
@@ -75,7 +80,10 @@ def utc_datetime(value: str, what: str, destination: str) -> datetime:
     """An RFC 3339 string as an aware datetime in UTC (naive values are taken as UTC)."""
     if isinstance(value, str):
         # RFC 3339 allows a lower-case "z" and a leap second, which Python does not parse
-        value = _LEAP_SECOND.sub("59", value[:-1] + "Z" if value.endswith("z") else value, 1)
+        if value.endswith("z"):
+            value = value[:-1] + "Z"
+        if ":60" in value:  # the leap-second pattern needs this; most values skip the regex
+            value = _LEAP_SECOND.sub("59", value, 1)
     try:
         parsed = datetime.fromisoformat(value)
     except (TypeError, ValueError):
@@ -90,18 +98,17 @@ def utc_datetime(value: str, what: str, destination: str) -> datetime:
 
 def check_nesting(value: Any, limit: int, what: str, destination: str) -> None:
     """Refuse objects and arrays nested deeper than ``limit`` levels (iterative walk)."""
+    if not isinstance(value, CONTAINERS):
+        return
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         current, depth = stack.pop()
-        if isinstance(current, dict):
-            children: Any = current.values()
-        elif isinstance(current, list | tuple):
-            children = current
-        else:
-            continue
         if depth > limit:
             raise invalid(destination, f"{what} nests deeper than {limit} levels")
-        stack.extend((child, depth + 1) for child in children)
+        # only containers go on the stack: scalars cannot nest, and most values are scalars
+        for child in current.values() if isinstance(current, dict) else current:
+            if isinstance(child, CONTAINERS):
+                stack.append((child, depth + 1))
 
 
 def encode(

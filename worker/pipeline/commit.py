@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -45,18 +46,34 @@ class Pressure(Enum):
     HOLD = "hold"  # stay as it is
 
 
+# A full buffer first just stops fetching; the partitions are paused only when it stays full
+# this long. Pausing makes aiokafka drop the records it prefetched for those partitions, so
+# pausing at every brief full buffer (in a backlog: every second) fetched and parsed them twice.
+FULL_PAUSE_AFTER = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class BufferLimits:
     records: int
     bytes: int
 
+    def full(self, waiting: int, held_bytes: int) -> bool:
+        return waiting >= self.records or held_bytes >= self.bytes
+
 
 def pressure(
-    paused: bool, waiting: int, held_bytes: int, unwell: bool, limits: BufferLimits
+    paused: bool,
+    waiting: int,
+    held_bytes: int,
+    unwell: bool,
+    limits: BufferLimits,
+    full_for: float,
 ) -> Pressure:
-    """Pause at the limits (or at once when the destination is unwell); resume at half of them."""
-    full = waiting >= limits.records or held_bytes >= limits.bytes
-    if not paused and (full or unwell):
+    """Pause when the destination is unwell or the buffer stayed full; resume at half the limits.
+
+    ``full_for`` is how long the buffer has been full without a break (0 when it is not).
+    """
+    if not paused and (unwell or (full_for >= FULL_PAUSE_AFTER)):
         return Pressure.PAUSE
     if paused and not unwell and waiting <= limits.records // 2 and held_bytes <= limits.bytes // 2:
         return Pressure.RESUME
@@ -180,12 +197,25 @@ class Committer:
 
 
 class Backpressure:
-    """Pauses the consumer's partitions at the buffer limits and resumes them at half."""
+    """Bounds what is fetched by the buffer limits; pauses the partitions when that is not enough.
 
-    def __init__(self, name: str, consumer: Committing, committer: Committer) -> None:
+    ``apply`` returns how many more records may be fetched (0 while the buffer is full). The
+    partitions are paused at once when the destination is unwell (an open breaker, refused
+    credentials, a halt) and after ``FULL_PAUSE_AFTER`` of a full buffer; they resume at half.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        consumer: Committing,
+        committer: Committer,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name = name
         self._consumer = consumer
         self._committer = committer
+        self._clock = clock
+        self._full_since: float | None = None
         self.paused = False
 
     def assigned(self, partitions: Sequence[TopicPartition]) -> None:
@@ -199,7 +229,14 @@ class Backpressure:
         # an open breaker (or refused credentials) pauses at once: events wait in Kafka
         unwell = (waiting > 0 and not destination_healthy) or halted
         limits = self._committer.limits
-        decision = pressure(self.paused, waiting, held_bytes, unwell, limits)
+        full = limits.full(waiting, held_bytes)
+        now = self._clock()
+        if not full:
+            self._full_since = None
+        elif self._full_since is None:
+            self._full_since = now
+        full_for = now - self._full_since if self._full_since is not None else 0.0
+        decision = pressure(self.paused, waiting, held_bytes, unwell, limits, full_for)
         if decision is Pressure.PAUSE:
             self._consumer.pause(*self._consumer.assignment())
             self.paused = True
@@ -214,4 +251,4 @@ class Backpressure:
             self._consumer.resume(*self._consumer.paused())
             self.paused = False
             log.info("partitions_resumed", destination=self.name, waiting_items=waiting)
-        return limits.records - waiting
+        return 0 if full else limits.records - waiting

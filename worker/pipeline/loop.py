@@ -56,6 +56,7 @@ log = structlog.get_logger("worker.pipeline")
 _FETCH_TIMEOUT_MS = 100
 _MAX_RECORDS = 2000
 _REVOKE_WAIT_SECONDS = 20.0
+_FULL_WAIT_SECONDS = 0.01
 
 
 class DestinationPipeline:
@@ -166,6 +167,9 @@ class DestinationPipeline:
                 room = self.backpressure.apply(
                     self.batches.items_waiting, self.sender.healthy, self.halted is not None
                 )
+                if room <= 0 and not self.backpressure.paused:
+                    await asyncio.sleep(_FULL_WAIT_SECONDS)  # until deliveries make room
+                    continue
                 fetched = await self.fetcher.fetch(
                     _FETCH_TIMEOUT_MS, max(1, min(_MAX_RECORDS, room))
                 )

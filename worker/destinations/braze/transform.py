@@ -20,6 +20,7 @@ import orjson
 
 from worker.destinations.base import BatchRule, Item, Request
 from worker.destinations.values import (
+    CONTAINERS,
     RFC3339,
     check_nesting,
     encode,
@@ -27,6 +28,7 @@ from worker.destinations.values import (
     invalid,
     utc_datetime,
 )
+from worker.errors import TransformError
 from worker.events import LoyaltyEvent
 
 from .config import BrazeSettings
@@ -211,6 +213,31 @@ def _pick(data: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
 
 def _check_properties(properties: Mapping[str, Any]) -> None:
     """Braze's property rules (§1.2): names 1..255 chars not starting with $, strings ≤ 255."""
+    try:
+        for name, value in properties.items():
+            if type(name) is not str or isinstance(value, CONTAINERS):
+                break
+            # flat so far: the general walk's checks, inline (most properties are flat)
+            if not name or len(name) > MAX_STRING or name[0] == "$":
+                raise invalid(
+                    NAME, f"property name {name[:40]!r} is empty, too long or starts with $"
+                )
+            if isinstance(value, str):
+                if len(value) > MAX_STRING:
+                    raise invalid(NAME, f"property {name[:40]} is over {MAX_STRING} characters")
+                if RFC3339.match(value):
+                    utc_datetime(value, name[:40], NAME)
+        else:
+            return
+    except TransformError:
+        # the general walk's nesting rule goes first: only flat properties fail here
+        if not any(type(n) is not str or isinstance(v, CONTAINERS) for n, v in properties.items()):
+            raise
+    _check_nested_properties(properties)
+
+
+def _check_nested_properties(properties: Mapping[str, Any]) -> None:
+    """:func:`_check_properties` for properties holding objects or arrays (or odd keys)."""
     check_nesting(properties, MAX_NESTING, "properties", NAME)
     nested = False
     for name, value in _walk(properties):

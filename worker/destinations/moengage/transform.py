@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from worker.destinations.base import BatchRule, Item, Request
 from worker.destinations.values import (
+    CONTAINERS,
     RFC3339,
     check_nesting,
     encode,
@@ -64,6 +65,7 @@ _CUSTOMER_ATTRIBUTES: Final[Mapping[str, str]] = {
 }
 # event data fields that are not event attributes (Braze routing, the enrollment copy)
 _NOT_ATTRIBUTES: Final = frozenset({"braze_campaign_id", "braze_canvas_id", "enrollment"})
+_NESTS: Final = (dict, list)  # values _flatten may take apart
 _ENVELOPE: Final = b'{"type":"transition","elements":[]}'
 
 
@@ -87,12 +89,12 @@ def transform(
             occurred = utc_datetime(event.occurred_at, "occurred_at", NAME)
             current = now()
             if occurred > current:  # MoEngage "does not accept any future dated events"
-                attributes["occurred_at"] = occurred.strftime(MOENGAGE_TIME)
+                attributes["occurred_at"] = format_time(occurred)
                 occurred = current
             action = {
                 "action": event.event_type,
                 "attributes": attributes,
-                "current_time": occurred.strftime(MOENGAGE_TIME),
+                "current_time": format_time(occurred),
             }
             element = {"type": "event", "customer_id": customer_id, "actions": [action]}
         case "member_enrolled":
@@ -139,11 +141,43 @@ def auth_headers(settings: MoEngageSettings) -> dict[str, str]:
 
 def moengage_time(value: str) -> str:
     """RFC 3339 → ``YYYY-MM-DDTHH:mm:ssZ`` in UTC, the format MoEngage documents (§6.3)."""
-    return utc_datetime(value, "a datetime", NAME).strftime(MOENGAGE_TIME)
+    return format_time(utc_datetime(value, "a datetime", NAME))
+
+
+def format_time(moment: datetime) -> str:
+    """``moment.strftime(MOENGAGE_TIME)`` for a UTC datetime, in about half its time.
+
+    Years before 1000 take strftime itself: it leaves them unpadded on glibc (``5-01-01``).
+    """
+    if moment.year < 1000:
+        return moment.strftime(MOENGAGE_TIME)
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (  # noqa: UP031 (measured: faster than f-string)
+        moment.year,
+        moment.month,
+        moment.day,
+        moment.hour,
+        moment.minute,
+        moment.second,
+    )
 
 
 def _attributes(fields: Mapping[str, Any], settings: MoEngageSettings) -> dict[str, Any]:
     """Names checked, objects flattened (unless enabled), datetimes in MoEngage's format."""
+    for name, value in fields.items():
+        if type(name) is not str or isinstance(value, CONTAINERS):
+            return _nested_attributes(fields, settings)
+    # flat (the common case): nothing nests or flattens; names first, as the general path does
+    for name in fields:
+        if name.startswith("moe_") or name in ("id", "_id", ""):
+            raise invalid(NAME, f"attribute name {name[:40]!r} is reserved")
+    return {
+        name: moengage_time(value) if isinstance(value, str) and RFC3339.match(value) else value
+        for name, value in fields.items()
+    }
+
+
+def _nested_attributes(fields: Mapping[str, Any], settings: MoEngageSettings) -> dict[str, Any]:
+    """:func:`_attributes` for fields holding objects or arrays (or keys that are not strings)."""
     check_nesting(fields, MAX_NESTING, "attributes", NAME)
     flat = dict(fields) if settings.object_attributes else _flatten(fields)
     for name in flat:
@@ -155,6 +189,14 @@ def _attributes(fields: Mapping[str, Any], settings: MoEngageSettings) -> dict[s
 def _flatten(fields: Mapping[str, Any]) -> dict[str, Any]:
     """``{"campaign": {"id": 1}}`` → ``{"campaign.id": 1}``; arrays of scalars stay arrays,
     objects inside arrays are flattened with their index (``items.0.sku``). Iterative."""
+    for key, value in fields.items():
+        if type(key) is not str or isinstance(value, _NESTS):
+            return _flatten_nested(fields)
+    return dict(fields)  # nothing to flatten (the common case)
+
+
+def _flatten_nested(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`_flatten` for fields holding objects or arrays (or keys that are not strings)."""
     flat: dict[str, Any] = {}
     stack: list[tuple[str, Any]] = [(str(k), v) for k, v in reversed(list(fields.items()))]
     while stack:

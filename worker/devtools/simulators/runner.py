@@ -4,8 +4,8 @@
 returns the variables that point a worker at them and ``sims.<name>`` (or ``sims[name]``) is one
 simulator. ``serve()`` runs them until SIGTERM/SIGINT for `loyalty-relay simulate` and prints
 one JSON line with the URLs and variables. The simulators come from
-:data:`worker.devtools.simulators.registry.SIMULATORS`; with ``lean=True`` only Braze and
-MoEngage start, in their lean form (:mod:`worker.devtools.simulators.lean`, for `bench`).
+:data:`worker.devtools.simulators.registry.SIMULATORS`; with ``lean=True`` only those with a
+lean form start, in it (:mod:`worker.devtools.simulators.lean`, for `bench`).
 """
 
 from __future__ import annotations
