@@ -31,6 +31,7 @@ from typing import Any
 import structlog
 from aiokafka.errors import KafkaError
 
+from worker.batching import Batcher
 from worker.config import Settings
 from worker.consume import Consumer, GuardedFetcher, RebalanceListener, TopicPartition
 from worker.consume.salvage import SalvageReader
@@ -140,7 +141,7 @@ class DestinationPipeline:
         return self.committer.progress
 
     @property
-    def batcher(self) -> Any:
+    def batcher(self) -> Batcher:
         return self.batches.batcher
 
     @property
